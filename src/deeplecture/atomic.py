@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a part."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# mkstemp creates files readable by the owner only; finished files get the usual permissions.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `final_path`; rename it into place only on success.
+
+    The temporary file lives in the same folder so the rename stays on one file system
+    (and so is atomic). On any exception the temporary file is removed and the final
+    path is left exactly as it was.
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final_path.name}.", suffix=f".part{suffix}", dir=final_path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
+        os.replace(tmp_path, final_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write `payload` as indented JSON to `path` atomically."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

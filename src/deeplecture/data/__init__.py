@@ -1,0 +1,1 @@
+"""Data sources: verified downloads, safe archive reading and dataset decoders."""

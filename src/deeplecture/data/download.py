@@ -1,0 +1,330 @@
+"""Fetch a data file from a URL or a local path, verified against a pinned checksum.
+
+A file is only ever trusted after its hash matches: a download, a local copy and a file
+already at the destination are all verified the same way. Bytes are streamed into a
+temporary file beside the destination, so a failed or interrupted fetch leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from deeplecture.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+KNOWN_ARCHIVES: dict[str, str] = {
+    "cifar-10-binary.tar.gz": "md5:c32a1d4ab5d03f1284b67883e8d87530",
+    "cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a",
+    # A public JPEG re-encoding of CIFAR-10 (lossy; an override, never the default source).
+    "cifar10-jpeg.tar.gz": (
+        "sha256:477d854b471e3cc9fffac595e94a7fd4add79fcc23ed3b6dd9c539733ef7e001"
+    ),
+    # The sample shipped in data/sample/ (see its README), the smoke profile's default source.
+    "cifar10-sample.tar.gz": (
+        "sha256:cfcd49c7d2d8bb4d271a55967792676f1f2d4ca77ccf4ce75ebca609dec04aca"
+    ),
+    "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+CHUNK_SIZE = 1024 * 1024
+_CHECKSUM_FORM = re.compile(r"(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})")
+_URL_SCHEMES = ("http", "https")
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched (network, HTTP status, truncation, missing local file)."""
+
+
+class ChecksumMismatch(DownloadError):
+    """The fetched bytes do not hash to the expected checksum."""
+
+
+class _NetworkError(Exception):
+    """Internal: a transient failure worth another try; `cause` is the original error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Truncated(Exception):
+    """Internal: the server announced more bytes than it sent."""
+
+
+def source_basename(source: str) -> str:
+    """The file name of `source`, whether it is a URL or a local path."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in (*_URL_SCHEMES, "file"):
+        return PurePosixPath(urllib.parse.unquote(parsed.path)).name
+    return Path(source).name
+
+
+def resolve_checksum(source: str, checksum: str, params_key: str = "data.cifar10") -> str:
+    """Turn `checksum` into a normalised "md5:<hex>" / "sha256:<hex>" string.
+
+    "auto" looks up the pinned hash of the source's file name in KNOWN_ARCHIVES.
+    """
+    if checksum.strip().lower() == "auto":
+        name = source_basename(source)
+        try:
+            return KNOWN_ARCHIVES[name]
+        except KeyError:
+            raise DownloadError(
+                f"there is no pinned checksum for the file name {name!r} (source {source}); "
+                f"pass the file's hash explicitly, e.g. -S {params_key}.checksum=sha256:<hex> "
+                f"(compute it with `sha256sum {name}`)"
+            ) from None
+    normalised = checksum.strip().lower()
+    if not _CHECKSUM_FORM.fullmatch(normalised):
+        raise ValueError(
+            f"invalid checksum {checksum!r}: expected 'auto', 'md5:<32 hex digits>' "
+            "or 'sha256:<64 hex digits>'"
+        )
+    return normalised
+
+
+def file_checksum(path: Path, algorithm: str) -> str:
+    """Hex digest of the file at `path`, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(
+    source: str,
+    destination: Path,
+    checksum: str,
+    *,
+    params_key: str = "data.cifar10",
+    timeout: float = 30.0,
+    retries: int = 3,
+    progress: bool = True,
+) -> Path:
+    """Place a verified copy of `source` at `destination` and return `destination`.
+
+    `source` is an http(s) URL, a file:// URL or a local path (relative to the current
+    directory). `retries` is the number of extra tries after a network failure or a
+    truncated transfer; a checksum mismatch or an HTTP 4xx status is never retried.
+    """
+    checksum = resolve_checksum(source, checksum, params_key)
+    destination = Path(destination)
+    parsed = urllib.parse.urlparse(source)
+    local = None if parsed.scheme in _URL_SCHEMES else _local_path(source, parsed)
+    if local is not None and _same_file(local, destination):
+        # Never delete the user's own copy: verify it in place instead.
+        _verify_in_place(local, checksum, params_key)
+        return destination
+
+    if destination.exists():
+        algorithm, expected = checksum.split(":", 1)
+        if file_checksum(destination, algorithm) == expected:
+            log.info(
+                "%s already present with the expected %s; not fetching it again",
+                destination,
+                algorithm,
+            )
+            return destination
+        # A file left here by an earlier failure (HTML error page, partial download) is not trusted.
+        log.warning(
+            "%s exists but does not match %s; removing it and fetching %s again",
+            destination,
+            checksum,
+            source,
+        )
+        destination.unlink()
+
+    if local is not None:
+        _copy_local(local, source, destination, checksum, params_key, progress)
+    else:
+        _download(source, destination, checksum, params_key, timeout, retries, progress)
+    log.info("fetched %s to %s (%s verified)", source, destination, checksum)
+    return destination
+
+
+def _local_path(source: str, parsed: urllib.parse.ParseResult) -> Path:
+    if parsed.scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+    else:
+        path = Path(source).expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _same_file(local: Path, destination: Path) -> bool:
+    try:
+        return local.resolve() == destination.resolve()
+    except OSError:
+        return False
+
+
+def _verify_in_place(path: Path, checksum: str, params_key: str) -> None:
+    if not path.is_file():
+        raise DownloadError(f"local source {path} does not exist or is not a file")
+    algorithm, expected = checksum.split(":", 1)
+    actual = file_checksum(path, algorithm)
+    if actual != expected:
+        raise ChecksumMismatch(
+            f"checksum mismatch for {path}: expected {checksum}, got {algorithm}:{actual}. "
+            "The file is both source and destination, so it was left untouched; if it is the "
+            f"copy you mean to use, pass its hash with "
+            f"-S {params_key}.checksum={algorithm}:{actual}"
+        )
+
+
+def _copy_local(
+    path: Path, source: str, destination: Path, checksum: str, params_key: str, progress: bool
+) -> None:
+    if not path.is_file():
+        raise DownloadError(f"local source {path} does not exist or is not a file")
+    try:
+        with path.open("rb") as handle:
+            _stream_to(
+                destination, handle, path.stat().st_size, source, checksum, params_key, progress
+            )
+    except _Truncated as err:
+        # Only possible if the file shrank while being copied.
+        raise DownloadError(f"{err}; was {path} modified during the copy?") from None
+
+
+def _download(
+    url: str,
+    destination: Path,
+    checksum: str,
+    params_key: str,
+    timeout: float,
+    retries: int,
+    progress: bool,
+) -> None:
+    tries = max(0, retries) + 1
+    failure: Exception = DownloadError(f"no try made for {url}")
+    for attempt in range(tries):
+        if attempt:
+            delay = 0.5 * 2 ** (attempt - 1)
+            log.warning(
+                "try %d of %d for %s failed (%s); retrying in %.1f s",
+                attempt,
+                tries,
+                url,
+                failure,
+                delay,
+            )
+            time.sleep(delay)
+        try:
+            response = _open_url(url, timeout)
+            with response:
+                _stream_to(
+                    destination,
+                    _NetworkReader(response),
+                    _content_length(response),
+                    url,
+                    checksum,
+                    params_key,
+                    progress,
+                )
+            return
+        except (_NetworkError, _Truncated) as err:
+            failure = err
+    name = source_basename(url)
+    cause: BaseException = failure.cause if isinstance(failure, _NetworkError) else failure
+    raise DownloadError(
+        f"could not download {url} after {tries} tries: {cause}. Expected checksum {checksum}. "
+        f"If this machine cannot reach the host, download {name} elsewhere and point the "
+        f"pipeline at the local copy: dvc exp run -S {params_key}.source=/path/to/{name} "
+        "(the checksum is verified for local copies too)"
+    ) from cause
+
+
+def _open_url(url: str, timeout: float) -> http.client.HTTPResponse:
+    request = urllib.request.Request(url, headers={"User-Agent": "deeplecture-download"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        err.close()
+        # Server errors can be transient; client errors (404 above all) will not change.
+        if err.code >= 500:
+            raise _NetworkError(DownloadError(f"HTTP {err.code} {err.reason} from {url}")) from err
+        raise DownloadError(f"HTTP {err.code} {err.reason} from {url}") from err
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        raise _NetworkError(err) from err
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _NetworkReader:
+    """File-like wrapper that marks read failures as transient network errors."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self._response = response
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._response.read(size)
+        except (OSError, http.client.HTTPException) as err:
+            raise _NetworkError(err) from err
+
+
+def _stream_to(
+    destination: Path,
+    reader: BinaryIO | _NetworkReader,
+    total: int | None,
+    source: str,
+    checksum: str,
+    params_key: str,
+    progress: bool,
+) -> None:
+    """Copy `reader` into a temp file beside `destination`, hashing as it goes; keep it if valid."""
+    algorithm, expected = checksum.split(":", 1)
+    digest = hashlib.new(algorithm)
+    received = 0
+    with atomic_path(destination) as tmp:
+        with (
+            tmp.open("wb") as out,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=destination.name,
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
+            while chunk := reader.read(CHUNK_SIZE):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received < total:
+            raise _Truncated(f"truncated: got {received} of {total} bytes from {source}")
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise ChecksumMismatch(
+                f"checksum mismatch for {source}: expected {checksum}, got {algorithm}:{actual}. "
+                f"The bad file was removed; nothing was written to {destination}. If this is the "
+                f"file you mean to use, pass its hash with -S {params_key}.checksum="
+                f"{algorithm}:{actual}"
+            )

@@ -1,0 +1,121 @@
+"""Forward-only evaluation from the saved model file alone (the lecture's `*_Test.py` scripts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+from deeplecture import tracking
+from deeplecture.atomic import atomic_path, write_json
+from deeplecture.data.splits import ImageSplit
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    test_loss: float
+    test_accuracy: float
+    predictions: np.ndarray  # (N,) predicted class per test image
+    confusion: np.ndarray  # (classes, classes), rows = true class
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a saved `.keras` file; a missing or unreadable file raises a `ValueError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file not found: {path}")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # keras raises many types for a damaged zip or config
+        raise ValueError(f"cannot load model {path}: {error}") from error
+
+
+def evaluate(model: keras.Model, test: ImageSplit, batch_size: int = 256) -> Evaluation:
+    """Loss and accuracy as `model.evaluate` reports them, plus the confusion matrix.
+
+    The loss includes any L2 penalty of the network (as in the lecture's printout).
+    """
+    scores = model.evaluate(
+        test.images, test.onehot, batch_size=batch_size, verbose=0, return_dict=True
+    )
+    probabilities = model.predict(test.images, batch_size=batch_size, verbose=0)
+    predictions = probabilities.argmax(axis=1)
+    num_classes = probabilities.shape[1]
+    matrix = confusion_matrix(test.labels, predictions, labels=range(num_classes))
+    return Evaluation(float(scores["loss"]), float(scores["accuracy"]), predictions, matrix)
+
+
+def metrics_payload(
+    evaluation: Evaluation,
+    training_record: dict[str, Any],
+    lecture_accuracy: float,
+    class_names: tuple[str, ...],
+) -> dict[str, Any]:
+    """The metrics file of one model: the contract of DESIGN.md plus what a reader compares."""
+    per_class = np.diag(evaluation.confusion) / np.maximum(evaluation.confusion.sum(axis=1), 1)
+    return {
+        "test_accuracy": round(evaluation.test_accuracy, 6),
+        "test_loss": round(evaluation.test_loss, 6),
+        "lecture_accuracy": lecture_accuracy,
+        "accuracy_gap": round(evaluation.test_accuracy - lecture_accuracy, 6),
+        "param_count": training_record["param_count"],
+        "epochs": training_record["epochs"],
+        "train_seconds": training_record["train_seconds"],
+        "test_images": int(evaluation.confusion.sum()),
+        "per_class_accuracy": {
+            name: round(float(value), 6) for name, value in zip(class_names, per_class, strict=True)
+        },
+        "data_source": training_record["data_source"],
+        "profile": training_record["profile"],
+        "backend": training_record["backend"],
+        "device": training_record["device"],
+    }
+
+
+def write_outputs(
+    evaluation: Evaluation,
+    payload: dict[str, Any],
+    test: ImageSplit,
+    class_names: tuple[str, ...],
+    metrics_path: Path,
+    predictions_path: Path,
+) -> None:
+    """Metrics JSON, and one row per test image (true, predicted) for `dvc plots` confusion."""
+    write_json(metrics_path, payload)
+    rows = ["actual,predicted"]
+    rows += [
+        f"{class_names[true]},{class_names[predicted]}"
+        for true, predicted in zip(test.labels, evaluation.predictions, strict=True)
+    ]
+    with atomic_path(predictions_path, suffix=".csv") as tmp:
+        tmp.write_text("\n".join(rows) + "\n")
+
+
+def log_to_training_run(run_id: str, payload: dict[str, Any], metrics_path: Path) -> bool:
+    """Add the test metrics to the run that trained the model; False if this store lacks it.
+
+    Never creates a run: when the training stage was restored from DVC's cache, its run lives
+    in whichever store it was trained with, and an empty duplicate here would only mislead.
+    """
+    run = tracking.find_run(run_id)
+    if run is None:
+        print(f"MLflow run {run_id} is not in {tracking.tracking_uri()}: test metrics not logged")
+        return False
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
+        client.log_metric(run_id, key, payload[key])
+    for name, value in payload["per_class_accuracy"].items():
+        client.log_metric(run_id, f"test_accuracy.{name}", value)
+    client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
+    return True
+
+
+def read_training_record(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

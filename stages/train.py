@@ -1,0 +1,56 @@
+"""Stage `train@<variant>`: train one variant at its params.yaml settings, tracked in MLflow.
+
+    python stages/train.py cnn74 --data data/processed/cifar10 --model models/cifar10/cnn74.keras \
+        --record models/cifar10/cnn74.train.json --history plots/cifar10/cnn74/history.csv
+
+Exit status: 0 trained; 1 bad params, data, or the loss diverged (no model written);
+143 stopped by SIGTERM (run marked KILLED, checkpoint kept: rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deeplecture.data import processed
+from deeplecture.params import ParamsError, load_params
+from deeplecture.runtime import TrainingInterrupted, sigterm_raises
+from deeplecture.training import TrainingDiverged, TrainingOutputs, train_variant
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant")
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--record", type=Path, required=True, help="training record (JSON)")
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics (CSV)")
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+
+    try:
+        params = load_params(args.params)
+        if args.variant not in params.train:
+            raise ParamsError(f"{args.params}: train.{args.variant}: missing key")
+        data = processed.load(args.data)
+        outputs = TrainingOutputs(
+            args.model, args.record, args.history, args.checkpoints / args.variant
+        )
+        with sigterm_raises():
+            record = train_variant(args.variant, params, data, outputs)
+    except TrainingInterrupted as error:
+        print(
+            f"interrupted: {error}; rerun to resume from the last finished epoch", file=sys.stderr
+        )
+        return 143
+    except (ParamsError, TrainingDiverged, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: {record['epochs']} epochs in {record['train_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny datasets made on the spot, and an MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # keep TensorFlow's start-up chatter out of test output
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helper modules
+
+from deeplecture.data import processed  # noqa: E402
+from deeplecture.data.splits import ImageSplit  # noqa: E402
+from deeplecture.params import load_params  # noqa: E402
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store for this test only."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def learnable_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tiny 32x32 RGB images whose class is visible (a bright square at a class-specific spot),
+    so a few epochs of training move accuracy well above chance."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=count).astype("uint8")
+    images = rng.integers(0, 60, size=(count, 32, 32, 3)).astype("uint8")
+    for index, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[index, 4 + 12 * row : 12 + 12 * row, 2 + 6 * col : 6 + 6 * col, :] = 250
+    return images, labels
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A preprocessed CIFAR-shaped dataset on disk: 200 train (180 fit + 20 val), 60 test."""
+    train_images, train_labels = learnable_images(200, seed=1)
+    test_images, test_labels = learnable_images(60, seed=2)
+    settings = load_params(PROJECT_ROOT / "params.yaml").preprocess.cifar10
+    data = processed.prepare(
+        ImageSplit(train_images, train_labels),
+        ImageSplit(test_images, test_labels),
+        settings,
+        {"dataset": "cifar10", "source": "tests", "class_names": [f"class{i}" for i in range(10)]},
+    )
+    folder = tmp_path / "processed"
+    processed.save(data, folder)
+    return folder
+
+
+def write_params(folder: Path, changes: dict[str, object]) -> Path:
+    """Copy the project's params.yaml into `folder` with dotted-key `changes`, as `-S` would."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip mode keeps the comments, as DVC's -S does
+    document = yaml.load((PROJECT_ROOT / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = document
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = folder / "params.yaml"
+    with path.open("w") as handle:
+        yaml.dump(document, handle)
+    return path

@@ -1,0 +1,83 @@
+"""The typed params loader: the shipped file is valid, bad files fail early and name the key."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT, write_params
+from deeplecture.params import ParamsError, load_params
+
+
+def test_shipped_params_are_the_lecture_settings() -> None:
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert params.profile == "full"
+    assert params.data.cifar10.effective_source.endswith("cifar-10-binary.tar.gz")
+    assert [params.train[v].lecture_accuracy for v in ("cnn74", "cnn79", "cnn84", "cnn88")] == [
+        0.74,
+        0.79,
+        0.84,
+        0.88,
+    ]
+    for variant in ("cnn74", "cnn79", "cnn84"):
+        assert params.train[variant].epochs == 25
+        assert params.train[variant].validation == "split"
+    cnn88 = params.train["cnn88"]
+    assert (cnn88.epochs, cnn88.steps_per_epoch, cnn88.batch_size) == (125, 2000, 32)
+    assert (cnn88.augment, cnn88.validation, cnn88.lr_schedule) == (True, "test", "lecture88")
+    assert params.preprocess.cifar10.validation_fraction == 0.1
+
+
+def test_smoke_profile_overlays_the_base(tmp_path: Path) -> None:
+    params = load_params(write_params(tmp_path, {"profile": "smoke"}))
+    assert params.data.cifar10.effective_source == "data/sample/cifar10-sample.tar.gz"
+    assert params.train["cnn74"].epochs == 2
+    assert params.train["cnn74"].batch_size == 32  # untouched keys keep the lecture's value
+
+
+def test_an_explicit_source_wins_over_the_profile_default(tmp_path: Path) -> None:
+    path = write_params(tmp_path, {"profile": "smoke", "data.cifar10.source": "/data/c.tar.gz"})
+    assert load_params(path).data.cifar10.effective_source == "/data/c.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"train.cnn74.epochz": 3}, "train.cnn74.epochz: unknown key"),
+        ({"train.cnn74.epochs": "25"}, "train.cnn74.epochs"),
+        ({"train.cnn74.learning_rate": "fast"}, "train.cnn74.learning_rate"),
+        ({"preprocess.cifar10.scaling": "minmax"}, "preprocess.cifar10.scaling"),
+        ({"profile": "tiny"}, "profile: unknown profile 'tiny'"),
+        (
+            {"profile": "smoke", "profiles.smoke.train.cnn74.epoch": 1},
+            "profiles.smoke.train.cnn74.epoch",
+        ),
+    ],
+)
+def test_bad_values_name_their_dotted_key(tmp_path: Path, changes: dict, named: str) -> None:
+    with pytest.raises(ParamsError, match=named.replace(".", r"\.").replace("'", ".")):
+        load_params(write_params(tmp_path, changes))
+
+
+def test_a_missing_key_is_named(tmp_path: Path) -> None:
+    path = PROJECT_ROOT / "params.yaml"
+    text = path.read_text().replace("    seed: 79\n", "", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"train\.cnn79\.seed: missing key"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_values_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
+    """`learning_rate: 1e-3` is a float for DVC (YAML 1.2); the loader must agree."""
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    text = text.replace("learning_rate: 0.001       # Adam", "learning_rate: 1e-3  # Adam", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    import dvc.api
+
+    shown = dvc.api.params_show(repo=str(tmp_path))
+    loaded = load_params(tmp_path / "params.yaml")
+    assert shown["train"]["cnn74"]["learning_rate"] == loaded.train["cnn74"].learning_rate == 1e-3
+    assert shown["train"]["cnn88"]["steps_per_epoch"] == loaded.train["cnn88"].steps_per_epoch

@@ -1,0 +1,216 @@
+"""Training for real on tiny data: outputs, MLflow run, determinism, divergence and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import mlflow
+import mlflow.keras
+import numpy as np
+import pytest
+
+from conftest import write_params
+from deeplecture import evaluation, training
+from deeplecture.data import processed
+from deeplecture.data.splits import ImageSplit
+from deeplecture.params import load_params
+from deeplecture.training import (
+    TrainingDiverged,
+    TrainingOutputs,
+    lecture88_schedule,
+    train_variant,
+)
+
+TINY = {"train.cnn74.epochs": 3, "train.cnn74.batch_size": 16}
+
+
+def _outputs(folder: Path, variant: str = "cnn74") -> TrainingOutputs:
+    return TrainingOutputs(
+        model=folder / f"{variant}.keras",
+        record=folder / f"{variant}.train.json",
+        history=folder / f"{variant}.history.csv",
+        checkpoint=folder / "checkpoints" / variant,
+    )
+
+
+def _runs(experiment: str = "cifar10") -> list[mlflow.entities.Run]:
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def test_training_writes_model_record_history_and_a_complete_mlflow_run(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
+) -> None:
+    params = load_params(write_params(tmp_path, TINY))
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    record = train_variant("cnn74", params, data, outputs)
+
+    assert keras.saving.load_model(outputs.model).count_params() == 1_639_914
+    assert record["epochs"] == 3 and record["train_seconds"] > 0
+    assert (
+        outputs.history.read_text().splitlines()[0]
+        == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
+    )
+    assert len(outputs.history.read_text().splitlines()) == 1 + 3
+    assert not outputs.checkpoint.exists()  # a finished run leaves no checkpoint behind
+
+    (run,) = _runs()
+    assert run.info.status == "FINISHED" and run.info.run_id == record["run_id"]
+    assert run.data.tags["variant"] == "cnn74"
+    assert run.data.params["epochs"] == "3" and run.data.params["learning_rate"] == "0.001"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
+    assert [metric.step for metric in history] == [0, 1, 2]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == data.digest[:36]
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    assert logged.count_params() == 1_639_914
+
+
+def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
+) -> None:
+    params = load_params(write_params(tmp_path, TINY))
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    record = train_variant("cnn74", params, data, outputs)
+
+    result = evaluation.evaluate(evaluation.load_model(outputs.model), data.test)
+    payload = evaluation.metrics_payload(result, record, 0.74, tuple(data.info["class_names"]))
+    fresh = keras.saving.load_model(outputs.model).evaluate(
+        data.test.images, data.test.onehot, verbose=0, return_dict=True
+    )
+    assert payload["test_accuracy"] == pytest.approx(fresh["accuracy"], abs=1e-6)
+    assert payload["test_loss"] == pytest.approx(fresh["loss"], rel=1e-5)
+    predicted = (
+        keras.saving.load_model(outputs.model).predict(data.test.images, verbose=0).argmax(1)
+    )
+    assert payload["test_accuracy"] == pytest.approx(
+        np.mean(predicted == data.test.labels), abs=1e-6
+    )
+    assert payload["test_accuracy"] > 0.3  # the tiny classes are learnable: well above chance (0.1)
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "param_count",
+        "epochs",
+        "train_seconds",
+        "lecture_accuracy",
+    ):
+        assert key in payload
+
+    metrics_path = tmp_path / "metrics.json"
+    metrics_path.write_text(json.dumps(payload))
+    assert evaluation.log_to_training_run(record["run_id"], payload, metrics_path)
+    (run,) = _runs()  # added to the training run, no new run
+    assert run.data.metrics["test_accuracy"] == pytest.approx(payload["test_accuracy"])
+    assert evaluation.log_to_training_run("0" * 32, payload, metrics_path) is False
+    assert len(_runs()) == 1
+
+
+def test_same_seed_same_data_gives_the_same_model(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
+) -> None:
+    params = load_params(write_params(tmp_path, {"train.cnn74.epochs": 1}))
+    data = processed.load(tiny_data)
+    weights = []
+    for attempt in ("a", "b"):
+        outputs = _outputs(tmp_path / attempt)
+        train_variant("cnn74", params, data, outputs)
+        weights.append(keras.saving.load_model(outputs.model).get_weights())
+    for first, second in zip(*weights, strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_a_diverging_loss_fails_the_run_and_saves_no_model(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
+) -> None:
+    params = load_params(
+        write_params(tmp_path, {"train.cnn74.epochs": 2, "train.cnn74.learning_rate": 1e9})
+    )
+    outputs = _outputs(tmp_path / "out")
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        train_variant("cnn74", params, processed.load(tiny_data), outputs)
+    assert not outputs.model.exists() and not outputs.record.exists()
+    assert not outputs.checkpoint.exists()
+    assert [run.info.status for run in _runs()] == ["FAILED"]
+
+
+class _CrashAfterEpoch(Exception):
+    pass
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> None:
+    original = training.EpochEnd.on_epoch_end
+
+    def crashing(self, epoch, logs=None):  # noqa: ANN001
+        original(self, epoch, logs)
+        if epoch + 1 == epochs:
+            raise _CrashAfterEpoch(f"injected crash after epoch {epochs}")
+
+    monkeypatch.setattr(training.EpochEnd, "on_epoch_end", crashing)
+
+
+def test_a_crashed_run_resumes_from_its_last_epoch_in_the_same_mlflow_run(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = load_params(write_params(tmp_path, TINY))
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    with monkeypatch.context() as patch:
+        _crash_after(patch, epochs=2)
+        with pytest.raises(_CrashAfterEpoch):
+            train_variant("cnn74", params, data, outputs)
+    assert not outputs.model.exists()
+    state = json.loads((outputs.checkpoint / "state.json").read_text())
+    assert state["epochs_done"] == 2
+    assert [run.info.status for run in _runs()] == ["FAILED"]
+
+    record = train_variant("cnn74", params, data, outputs)
+    (run,) = _runs()  # the same run, reopened: no orphan
+    assert run.info.status == "FINISHED" and run.info.run_id == state["run_id"] == record["run_id"]
+    assert record["epochs"] == 3 and len(record["history"]["loss"]) == 3
+    assert record["history"]["loss"][:2] == state["history"]["loss"]
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+    assert steps == [0, 1, 2]
+
+
+def test_a_checkpoint_for_other_settings_is_never_resumed(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    with monkeypatch.context() as patch:
+        _crash_after(patch, epochs=2)
+        with pytest.raises(_CrashAfterEpoch):
+            train_variant("cnn74", load_params(write_params(tmp_path, TINY)), data, outputs)
+
+    changed = load_params(write_params(tmp_path, {**TINY, "train.cnn74.learning_rate": 5e-4}))
+    train_variant("cnn74", changed, data, outputs)
+    runs = _runs()
+    assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
+    finished = next(run for run in runs if run.info.status == "FINISHED")
+    losses = mlflow.MlflowClient().get_metric_history(finished.info.run_id, "loss")
+    assert [m.step for m in losses] == [0, 1, 2]  # trained from epoch 0 in a run of its own
+
+
+def test_the_lecture88_schedule_and_its_dead_branch() -> None:
+    assert lecture88_schedule(0, 1e-3) == 1e-3
+    assert lecture88_schedule(75, 1e-3) == 1e-3
+    assert lecture88_schedule(76, 1e-3) == 5e-4
+    assert lecture88_schedule(124, 1e-3) == 5e-4  # "> 100: 3e-4" never runs
+
+
+def test_endless_batches_cross_pass_boundaries_and_cover_every_image() -> None:
+    images = np.arange(10, dtype="uint8").reshape(10, 1, 1, 1)
+    split = ImageSplit(images, np.arange(10, dtype="uint8") % 10)
+    batches = training.endless_batches(split, batch_size=4, seed=0)
+    sizes, seen = [], []
+    for _ in range(6):  # two full passes: 4 + 4 + 2, twice
+        batch_images, batch_onehot = next(batches)
+        sizes.append(len(batch_images))
+        seen.extend(batch_images.ravel().tolist())
+        assert (batch_onehot.argmax(1) == batch_images.ravel() % 10).all()
+    assert sizes == [4, 4, 2, 4, 4, 2]
+    assert sorted(seen[:10]) == sorted(seen[10:]) == list(range(10))
