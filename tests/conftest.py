@@ -46,7 +46,7 @@ def tiny_data(tmp_path: Path) -> Path:
     """A preprocessed CIFAR-shaped dataset on disk: 200 train (180 fit + 20 val), 60 test."""
     train_images, train_labels = learnable_images(200, seed=1)
     test_images, test_labels = learnable_images(60, seed=2)
-    settings = load_params(PROJECT_ROOT / "params.yaml").preprocess.cifar10
+    settings = load_params(write_params(tmp_path, {})).preprocess.cifar10
     data = processed.prepare(
         ImageSplit(train_images, train_labels),
         ImageSplit(test_images, test_labels),
@@ -58,12 +58,23 @@ def tiny_data(tmp_path: Path) -> Path:
     return folder
 
 
+def shipped_params_text() -> str:
+    """params.yaml as committed: `dvc exp run -S ...` leaves its changes in the working copy,
+    and the tests must not depend on whichever experiment a developer ran last."""
+    import subprocess
+
+    result = subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    return result.stdout if result.returncode == 0 else (PROJECT_ROOT / "params.yaml").read_text()
+
+
 def write_params(folder: Path, changes: dict[str, object]) -> Path:
-    """Copy the project's params.yaml into `folder` with dotted-key `changes`, as `-S` would."""
+    """Write the shipped params.yaml into `folder` with dotted-key `changes`, as `-S` would."""
     from ruamel.yaml import YAML
 
     yaml = YAML()  # round-trip mode keeps the comments, as DVC's -S does
-    document = yaml.load((PROJECT_ROOT / "params.yaml").read_text())
+    document = yaml.load(shipped_params_text())
     for dotted, value in changes.items():
         *parents, last = dotted.split(".")
         node = document

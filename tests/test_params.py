@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, write_params
+from conftest import shipped_params_text, write_params
 from deeplecture.params import ParamsError, load_params
 
 
-def test_shipped_params_are_the_lecture_settings() -> None:
-    params = load_params(PROJECT_ROOT / "params.yaml")
+def test_shipped_params_are_the_lecture_settings(tmp_path: Path) -> None:
+    params = load_params(write_params(tmp_path, {}))
     assert params.profile == "full"
     assert params.data.cifar10.effective_source.endswith("cifar-10-binary.tar.gz")
     assert [params.train[v].lecture_accuracy for v in ("cnn74", "cnn79", "cnn84", "cnn88")] == [
@@ -62,8 +62,7 @@ def test_bad_values_name_their_dotted_key(tmp_path: Path, changes: dict, named: 
 
 
 def test_a_missing_key_is_named(tmp_path: Path) -> None:
-    path = PROJECT_ROOT / "params.yaml"
-    text = path.read_text().replace("    seed: 79\n", "", 1)
+    text = shipped_params_text().replace("    seed: 79\n", "", 1)
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ParamsError, match=r"train\.cnn79\.seed: missing key"):
         load_params(tmp_path / "params.yaml")
@@ -71,7 +70,7 @@ def test_a_missing_key_is_named(tmp_path: Path) -> None:
 
 def test_values_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
     """`learning_rate: 1e-3` is a float for DVC (YAML 1.2); the loader must agree."""
-    text = (PROJECT_ROOT / "params.yaml").read_text()
+    text = shipped_params_text()
     text = text.replace("learning_rate: 0.001       # Adam", "learning_rate: 1e-3  # Adam", 1)
     (tmp_path / "params.yaml").write_text(text)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)

@@ -16,7 +16,7 @@ import mlflow
 import mlflow.keras
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, shipped_params_text
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,9 @@ def _run(args: list[str], cwd: Path) -> str:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone-like copy of the project, committed, with the smoke pipeline run once."""
     root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore"):
+    for name in ("dvc.yaml", "pyproject.toml", ".dvcignore"):
         shutil.copy(PROJECT_ROOT / name, root / name)
+    (root / "params.yaml").write_text(shipped_params_text())
     for folder in ("src", "stages", "data/sample"):
         shutil.copytree(
             PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")

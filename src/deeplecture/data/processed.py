@@ -46,9 +46,10 @@ def prepare(
     # doing the same here keeps the lecture's split while making it explicit and reusable.
     n_validation = int(round(len(train) * params.validation_fraction))
     n_fit = len(train) - n_validation
-    if n_fit <= 0 or len(test) == 0:
+    if n_fit <= 0 or len(test) == 0 or (params.validation_fraction > 0 and n_validation == 0):
         raise ValueError(
-            f"too little data after limits: {len(train)} training, {len(test)} test images"
+            f"too little data after limits: {len(train)} training images "
+            f"({n_fit} to fit, {n_validation} to validate), {len(test)} test images"
         )
     fit = ImageSplit(train.images[:n_fit], train.labels[:n_fit])
     validation = ImageSplit(train.images[n_fit:], train.labels[n_fit:])
