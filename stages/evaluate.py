@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deeplecture import evaluation
+from deeplecture import evaluation, tracking
 from deeplecture.data import processed
 from deeplecture.params import ParamsError, load_params
 
@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         evaluation.write_outputs(
             result, payload, data.test, class_names, args.metrics, args.predictions
         )
-    except (ParamsError, KeyError, ValueError) as error:
+    except (ParamsError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    evaluation.log_to_training_run(record["run_id"], payload, args.metrics)
+    tracking.log_test_metrics(record["run_id"], payload, args.metrics)
     print(
         f"{args.variant}: test accuracy {payload['test_accuracy']:.4f} "
         f"(lecture {lecture_accuracy:.2f}), loss {payload['test_loss']:.4f}"

@@ -18,16 +18,15 @@ from deeplecture.foundations.run import (
     run_all,
     summary_metrics,
 )
+from deeplecture.foundations.tracking import log_foundations
 
 
 def publish(results: FoundationsResults, metrics_path: Path, figures_dir: Path) -> list[Path]:
-    """Write every output of the stage; the single place that sees the whole result.
-
-    Experiment tracking (MLflow) belongs here: `summary_metrics(results)`,
-    `summary_tables(results)` and the returned figure paths are what to log.
-    """
+    """Write every output of the stage, then log each demo to MLflow."""
     write_json(metrics_path, summary_metrics(results))
-    return save_figures(results, figures_dir)
+    figure_paths = save_figures(results, figures_dir)
+    log_foundations(results, figure_paths)
+    return figure_paths
 
 
 def main(argv: list[str] | None = None) -> int:

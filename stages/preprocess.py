@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         data = processed.prepare(train, test, settings, source_info)
         processed.save(data, args.out)
-    except (ParamsError, ValueError) as error:
+    except (ParamsError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     counts = data.info["counts"]

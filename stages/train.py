@@ -13,10 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deeplecture.data import processed
 from deeplecture.params import ParamsError, load_params
-from deeplecture.runtime import TrainingInterrupted, sigterm_raises
-from deeplecture.training import TrainingDiverged, TrainingOutputs, train_variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         if args.variant not in params.train:
             raise ParamsError(f"{args.params}: train.{args.variant}: missing key")
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    # Imported only now: a bad params.yaml fails in a fraction of a second, before the
+    # seconds it takes to load Keras and its backend.
+    from deeplecture.data import processed
+    from deeplecture.runtime import TrainingInterrupted, sigterm_raises
+    from deeplecture.tracking import TrackingUnavailable
+    from deeplecture.training import TrainingDiverged, TrainingOutputs, train_variant
+
+    try:
         data = processed.load(args.data)
         outputs = TrainingOutputs(
             args.model, args.record, args.history, args.checkpoints / args.variant
@@ -45,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             f"interrupted: {error}; rerun to resume from the last finished epoch", file=sys.stderr
         )
         return 143
-    except (ParamsError, TrainingDiverged, ValueError) as error:
+    except (TrackingUnavailable, TrainingDiverged, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{args.model}: {record['epochs']} epochs in {record['train_seconds']:.0f} s")

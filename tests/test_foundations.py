@@ -139,7 +139,7 @@ def test_summary_metrics_and_tables_are_flat_and_json_ready():
     assert [row["lecture_y"] for row in tables["xor"]] == [0.083, 0.905, 0.903, 0.088]
 
 
-def test_stage_writes_metrics_and_pngs(tmp_path, capsys):
+def test_stage_writes_metrics_and_pngs(tmp_path, capsys, mlflow_store):
     metrics_path = tmp_path / "metrics" / "foundations.json"
     figures_dir = tmp_path / "figures"
     stage = _load_stage()
@@ -165,3 +165,18 @@ def test_stage_writes_metrics_and_pngs(tmp_path, capsys):
             width, height = img.size
         assert width >= 700 and 450 <= height <= 500  # 6×4 in (or 9.6×4) at 120 dpi
     assert "least squares" in capsys.readouterr().out
+
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["foundations"], output_format="list")
+    by_name = {run.info.run_name: run for run in runs}
+    assert sorted(by_name) == sorted(
+        ["least_squares", "logistic", "convexity", "or_neuron", "xor_lecture", "xor_corrected"]
+    )
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert by_name["least_squares"].data.metrics["iterations_to_1e-6"] == 1771
+    assert by_name["or_neuron"].data.metrics["output_00"] == 0.27
+    lecture_loss = mlflow.MlflowClient().get_metric_history(
+        by_name["xor_lecture"].info.run_id, "loss"
+    )
+    assert len(lecture_loss) == 100  # the whole curve, one step per iteration

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -143,3 +144,76 @@ def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(r
         experiment_names=["cifar10"], filter_string="tags.variant = 'cnn74'", output_format="list"
     )
     assert sorted(run.data.params["epochs"] for run in cnn74_runs) == ["1", "2"]
+
+
+def _lock(repo: Path) -> dict:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load((repo / "dvc.lock").read_text())
+
+
+def test_two_queued_experiments_in_parallel_log_to_the_root_store(repo: Path) -> None:
+    for seed in (101, 102):
+        _run(
+            ["dvc", "exp", "run", "--queue", "-S", f"train.cnn74.seed={seed}", "evaluate@cnn74"],
+            repo,
+        )
+    _run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], repo)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    _run(["dvc", "queue", "stop", "--kill"], repo)
+    assert status.count("Success") == 2, status
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(
+        experiment_names=["cifar10"],
+        filter_string="params.seed IN ('101', '102')",
+        output_format="list",
+    )
+    assert sorted(run.data.params["seed"] for run in runs) == ["101", "102"]
+    assert all(
+        run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs
+    )
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # none left in a temp copy
+
+
+def test_a_second_dvc_repro_in_the_same_workspace_fails_fast_on_the_lock(repo: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    first = subprocess.Popen(
+        ["dvc", "repro", "-f", "train@cnn84"], cwd=repo, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert "Running stage" in first.stdout.readline() + first.stdout.readline()
+    started = time.monotonic()
+    second = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    assert second.returncode != 0
+    assert "lock" in (second.stdout + second.stderr).lower()
+    assert time.monotonic() - started < 60
+    first.communicate(timeout=600)
+    assert first.returncode == 0
+    assert "train@cnn84" in _lock(repo)["stages"]  # dvc.lock still parses and holds the stage
+    _run(["dvc", "status"], repo)
+
+
+def test_a_diverging_run_exits_non_zero_and_dvc_does_not_record_it(repo: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    recorded_before = _lock(repo)["stages"]["train@cnn74"]
+    result = subprocess.run(
+        ["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.learning_rate=1e9", "train@cnn74"],
+        cwd=repo, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "NaN" in output and "no model was saved" in output
+    assert _lock(repo)["stages"]["train@cnn74"] == recorded_before
+    assert not (repo / "models" / "cifar10" / "cnn74.keras").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    latest = mlflow.search_runs(
+        experiment_names=["cifar10"], filter_string="tags.variant = 'cnn74'",
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+    )[0]  # fmt: skip
+    assert latest.info.status == "FAILED" and latest.data.params["learning_rate"] == "1000000000.0"

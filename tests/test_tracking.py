@@ -19,7 +19,7 @@ def test_the_store_is_at_the_repository_root_even_inside_a_dvc_temp_copy(
     temp_copy.mkdir(parents=True)
     monkeypatch.setenv("DVC_ROOT", str(temp_copy))
     assert tracking.project_root() == tmp_path / "repo"
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+    assert tracking.tracking_uri().startswith(f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}?")
 
 
 def test_mlflow_tracking_uri_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,7 +38,7 @@ def test_mlflow_tracking_uri_overrides_the_default(monkeypatch: pytest.MonkeyPat
 def test_a_run_ends_killed_or_failed_never_running(
     mlflow_store: str, error: BaseException, status: str
 ) -> None:
-    with pytest.raises(type(error)), tracking.training_run("cifar10", "t", {"variant": "cnn74"}):
+    with pytest.raises(type(error)), tracking.tracked_run("cifar10", "t", {"variant": "cnn74"}):
         raise error
     (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
     assert run.info.status == status

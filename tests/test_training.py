@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import write_params
-from deeplecture import evaluation, training
+from deeplecture import evaluation, tracking, training
 from deeplecture.data import processed
 from deeplecture.data.splits import ImageSplit
 from deeplecture.params import load_params
@@ -102,10 +102,10 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
 
     metrics_path = tmp_path / "metrics.json"
     metrics_path.write_text(json.dumps(payload))
-    assert evaluation.log_to_training_run(record["run_id"], payload, metrics_path)
+    assert tracking.log_test_metrics(record["run_id"], payload, metrics_path)
     (run,) = _runs()  # added to the training run, no new run
     assert run.data.metrics["test_accuracy"] == pytest.approx(payload["test_accuracy"])
-    assert evaluation.log_to_training_run("0" * 32, payload, metrics_path) is False
+    assert tracking.log_test_metrics("0" * 32, payload, metrics_path) is False
     assert len(_runs()) == 1
 
 

@@ -11,7 +11,6 @@ import keras
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from deeplecture import tracking
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.data.splits import ImageSplit
 
@@ -94,27 +93,6 @@ def write_outputs(
     ]
     with atomic_path(predictions_path, suffix=".csv") as tmp:
         tmp.write_text("\n".join(rows) + "\n")
-
-
-def log_to_training_run(run_id: str, payload: dict[str, Any], metrics_path: Path) -> bool:
-    """Add the test metrics to the run that trained the model; False if this store lacks it.
-
-    Never creates a run: when the training stage was restored from DVC's cache, its run lives
-    in whichever store it was trained with, and an empty duplicate here would only mislead.
-    """
-    run = tracking.find_run(run_id)
-    if run is None:
-        print(f"MLflow run {run_id} is not in {tracking.tracking_uri()}: test metrics not logged")
-        return False
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
-        client.log_metric(run_id, key, payload[key])
-    for name, value in payload["per_class_accuracy"].items():
-        client.log_metric(run_id, f"test_accuracy.{name}", value)
-    client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
-    return True
 
 
 def read_training_record(path: Path) -> dict[str, Any]:

@@ -10,20 +10,30 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 import mlflow
 import mlflow.keras
 import numpy as np
-from mlflow.entities import RunStatus
+from filelock import FileLock
+from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 
 from deeplecture.runtime import TrainingInterrupted
 
 STORE_FILE = "mlflow.db"
+SQLITE_BUSY_TIMEOUT_S = 60
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 ARTIFACTS_DIR = "mlartifacts"
 # `dvc exp run --temp` and queued experiments run in a copy of the repository under this folder;
 # a store written there would vanish with it.
@@ -40,15 +50,47 @@ def project_root() -> Path:
     return start
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow store cannot be reached; raised before any training starts."""
+
+
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the SQLite store at the repository root (absolute)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / STORE_FILE}"
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite store at the repository root (absolute).
+
+    The default store waits up to a minute for a lock (SQLite's default is 5 s), so that
+    experiments run in parallel (`dvc queue start -j 2`) queue up instead of failing with
+    "database is locked".
+    """
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root() / STORE_FILE}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+    )
 
 
 def use_project_store() -> str:
-    """Point the mlflow client at the project's store and return its URI."""
+    """Point the mlflow client at the project's store, check it answers, return its URI."""
     uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        # mlflow's defaults retry a dead server for minutes; fail within seconds instead.
+        for name, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
+    lock = (
+        FileLock(project_root() / f".{STORE_FILE}.lock")
+        if uri.startswith("sqlite:")
+        else contextlib.nullcontext()
+    )
+    try:
+        # The first query creates a new SQLite store's tables: under a file lock, so that two
+        # parallel experiments do not both try to create them.
+        with lock:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+    except Exception as error:  # requests, sqlalchemy and mlflow each raise their own types
+        raise TrackingUnavailable(
+            f"the MLflow store {uri} did not answer ({type(error).__name__}: {error}); "
+            "start that server, or unset MLFLOW_TRACKING_URI to use the local store "
+            f"{STORE_FILE} at the repository root"
+        ) from error
     return uri
 
 
@@ -89,7 +131,7 @@ def run_tags(variant: str, dataset: str, profile: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def training_run(
+def tracked_run(
     experiment: str, run_name: str, tags: dict[str, str], resume_run_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
     """Open (or reopen, to resume) a run and always close it with a truthful status.
@@ -111,6 +153,16 @@ def training_run(
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def log_curve(key: str, values: np.ndarray) -> None:
+    """Log a whole curve to the active run as one metric with step = index, in batches."""
+    run_id = mlflow.active_run().info.run_id
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), timestamp, step) for step, value in enumerate(values)]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):  # the store accepts at most 1000 per batch
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def log_dataset(
@@ -144,6 +196,30 @@ def find_run(run_id: str) -> mlflow.entities.Run | None:
         return mlflow.get_run(run_id)
     except MlflowException:
         return None
+
+
+def log_test_metrics(run_id: str, payload: dict[str, Any], metrics_path: Path) -> bool:
+    """Add the test metrics to the run that trained the model; False if that is not possible.
+
+    Never creates a run: when the training stage was restored from DVC's cache, its run lives
+    in whichever store it was trained with, and an empty duplicate here would only mislead.
+    An unreachable store is reported, not fatal: the metrics file is already written.
+    """
+    try:
+        run = find_run(run_id)
+    except TrackingUnavailable as error:
+        print(f"warning: test metrics not logged to MLflow: {error}", file=sys.stderr)
+        return False
+    if run is None:
+        print(f"MLflow run {run_id} is not in {tracking_uri()}: test metrics not logged")
+        return False
+    client = mlflow.MlflowClient()
+    for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
+        client.log_metric(run_id, key, payload[key])
+    for name, value in payload["per_class_accuracy"].items():
+        client.log_metric(run_id, f"test_accuracy.{name}", value)
+    client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
+    return True
 
 
 def _reopen(run_id: str) -> mlflow.ActiveRun | None:

@@ -146,7 +146,7 @@ def train_variant(
 
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
     tags = tracking.run_tags(variant_name, variant.dataset, params.profile)
-    with tracking.training_run(
+    with tracking.tracked_run(
         variant.dataset, f"{variant_name}-{params.profile}", tags, state.run_id
     ) as run:
         if state.run_id is None:

@@ -63,12 +63,22 @@ _IMAGE_LAYOUT = (
 _CORRUPT = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
 
 
-def detect_format(archive_path: Path) -> str:
-    """Return "binary" or "image-folder" for a CIFAR-10 archive; raise ArchiveError otherwise."""
-    archive_name = Path(archive_path).name
+def detect_format(archive_path: Path, *, name: str | None = None) -> str:
+    """Return "binary" or "image-folder" for a CIFAR-10 archive; raise ArchiveError otherwise.
+
+    The whole member list is checked, as `read_cifar10_archive` checks it, but nothing is
+    decoded: an unsafe, unexpected or missing member fails here. `name` is how messages refer
+    to the archive (default: its file name).
+    """
+    archive_name = name or Path(archive_path).name
     with _open_archive(archive_path) as tar:
         members = _checked_files(tar, archive_name)
-    return _classify([_clean(m.name) for m in members], archive_name)
+    kind = _classify([_clean(m.name) for m in members], archive_name)
+    if kind == "binary":
+        _binary_plan(members, archive_name)
+    else:
+        _image_folder_plan(members, archive_name)
+    return kind
 
 
 def read_cifar10_archive(
@@ -85,7 +95,7 @@ def read_cifar10_archive(
         kind = _classify([_clean(m.name) for m in members], archive_name)
         if kind == "binary":
             batches = _binary_plan(members, archive_name)
-            return _read_binary(tar, batches)
+            return _read_binary(tar, batches, archive_name)
         entries = _image_folder_plan(members, archive_name)
         return _read_image_folder(tar, entries, archive_name, shuffle_seed, progress)
 
@@ -179,12 +189,14 @@ def _binary_plan(members: list[tarfile.TarInfo], archive_name: str) -> dict[str,
 
 
 def _read_binary(
-    tar: tarfile.TarFile, batches: dict[str, tarfile.TarInfo]
+    tar: tarfile.TarFile, batches: dict[str, tarfile.TarInfo], archive_name: str
 ) -> tuple[ImageSplit, ImageSplit]:
     # Read in archive order (cheap for gzip), then assemble in CIFAR-10's batch order.
     wanted = set(batches.values())
     decoded = {
-        _clean(member.name): _decode_batch(read_member(tar, member), member.name)
+        _clean(member.name): _decode_batch(
+            read_member(tar, member), f"{archive_name}: {member.name}"
+        )
         for member in tar.getmembers()
         if member in wanted
     }

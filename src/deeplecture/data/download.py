@@ -126,8 +126,7 @@ def fetch(
     """
     checksum = resolve_checksum(source, checksum, params_key)
     destination = Path(destination)
-    parsed = urllib.parse.urlparse(source)
-    local = None if parsed.scheme in _URL_SCHEMES else _local_path(source, parsed)
+    local = local_source(source)
     if local is not None and _same_file(local, destination):
         # Never delete the user's own copy: verify it in place instead.
         _verify_in_place(local, checksum, params_key)
@@ -157,6 +156,18 @@ def fetch(
         _download(source, destination, checksum, params_key, timeout, retries, progress)
     log.info("fetched %s to %s (%s verified)", source, destination, checksum)
     return destination
+
+
+def local_source(source: str) -> Path | None:
+    """The absolute path a local source (path or file:// URL) names; None for an http(s) URL."""
+    parsed = urllib.parse.urlparse(source)
+    return None if parsed.scheme in _URL_SCHEMES else _local_path(source, parsed)
+
+
+def is_local_source(source: str, path: Path) -> bool:
+    """Whether `path` is the very file the local `source` names (so it is the user's own)."""
+    local = local_source(source)
+    return local is not None and _same_file(local, Path(path))
 
 
 def _local_path(source: str, parsed: urllib.parse.ParseResult) -> Path:
@@ -196,7 +207,14 @@ def _copy_local(
     try:
         with path.open("rb") as handle:
             _stream_to(
-                destination, handle, path.stat().st_size, source, checksum, params_key, progress
+                destination,
+                handle,
+                path.stat().st_size,
+                source,
+                checksum,
+                params_key,
+                progress,
+                discarded=f"Your file {path} was left untouched",
             )
     except _Truncated as err:
         # Only possible if the file shrank while being copied.
@@ -294,8 +312,12 @@ def _stream_to(
     checksum: str,
     params_key: str,
     progress: bool,
+    discarded: str = "The bad file was removed",
 ) -> None:
-    """Copy `reader` into a temp file beside `destination`, hashing as it goes; keep it if valid."""
+    """Copy `reader` into a temp file beside `destination`, hashing as it goes; keep it if valid.
+
+    `discarded` tells the user, on a checksum mismatch, what became of the bad bytes.
+    """
     algorithm, expected = checksum.split(":", 1)
     digest = hashlib.new(algorithm)
     received = 0
@@ -324,7 +346,7 @@ def _stream_to(
         if actual != expected:
             raise ChecksumMismatch(
                 f"checksum mismatch for {source}: expected {checksum}, got {algorithm}:{actual}. "
-                f"The bad file was removed; nothing was written to {destination}. If this is the "
+                f"{discarded}; nothing was written to {destination}. If this is the "
                 f"file you mean to use, pass its hash with -S {params_key}.checksum="
                 f"{algorithm}:{actual}"
             )

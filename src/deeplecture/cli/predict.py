@@ -1,0 +1,112 @@
+"""`deeplecture-predict`: the top classes of image files (or .npy batches) under a saved model.
+
+deeplecture-predict models/cifar10/cnn88.keras cat.jpg ship.png --top 3
+deeplecture-predict models/cifar10/cnn88.keras batch.npy --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from deeplecture import predict
+from deeplecture.cli import fail, load_model, positive_int
+
+
+def class_name_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated class names, none of them empty."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty class name in {text!r}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deeplecture-predict",
+        description="Classify image files with a saved model (pixels go in raw: the model "
+        "scales them itself).",
+    )
+    parser.add_argument("model", type=Path, metavar="MODEL", help="a saved .keras model")
+    parser.add_argument(
+        "images",
+        type=Path,
+        nargs="+",
+        metavar="IMAGE",
+        help="any image file Pillow reads (converted and resized to the model's input), "
+        "or a .npy array of raw pixels: one image (H, W, C) or a batch (N, H, W, C)",
+    )
+    parser.add_argument(
+        "--top", type=positive_int, default=3, help="classes shown per image (default 3)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument(
+        "--class-names",
+        type=class_name_list,
+        metavar="A,B,...",
+        help="names of the model's outputs in order (default: CIFAR-10's for 32x32x3 "
+        "models, Fashion-MNIST's for 28x28x1)",
+    )
+    return parser
+
+
+def read_inputs(
+    paths: list[Path], input_shape: tuple[int, int, int]
+) -> tuple[list[tuple[Path, int | None]], np.ndarray]:
+    """Every image of every file as one batch, and where each came from (file, index in a
+    .npy batch or None)."""
+    sources: list[tuple[Path, int | None]] = []
+    parts: list[np.ndarray] = []
+    for path in paths:
+        if path.suffix.lower() == ".npy":
+            batch = predict.load_batch(path, input_shape)
+            sources += [(path, index) for index in range(len(batch))]
+            parts.append(batch)
+        else:
+            sources.append((path, None))
+            parts.append(predict.image_to_model_input(path, input_shape)[np.newaxis])
+    return sources, np.concatenate(parts)
+
+
+def render_text(sources: list[tuple[Path, int | None]], tops: list[list[tuple[str, float]]]) -> str:
+    """Per image: its file (and index in a batch), then one indented line per class."""
+    width = max(len(name) for top in tops for name, _ in top)
+    lines = []
+    for (path, index), top in zip(sources, tops, strict=True):
+        lines.append(f"{path}" if index is None else f"{path}[{index}]")
+        lines += [f"  {name:<{width}}  {100 * probability:6.2f} %" for name, probability in top]
+    return "\n".join(lines)
+
+
+def render_json(sources: list[tuple[Path, int | None]], tops: list[list[tuple[str, float]]]) -> str:
+    """A list of {"file", "top": [{"class", "probability"}]}; images of a .npy batch also carry
+    their "index"."""
+    document = []
+    for (path, index), top in zip(sources, tops, strict=True):
+        entry: dict[str, object] = {"file": str(path)}
+        if index is not None:
+            entry["index"] = index
+        entry["top"] = [{"class": name, "probability": value} for name, value in top]
+        document.append(entry)
+    return json.dumps(document, indent=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model = load_model(args.model)
+        input_shape = predict.model_image_shape(model)
+        class_names = predict.class_names_for(input_shape, args.class_names)
+        sources, batch = read_inputs(args.images, input_shape)
+        tops = predict.predict_top(model, batch, class_names, args.top)
+    except (ValueError, OSError) as error:  # OSError: e.g. a file we may not read
+        return fail(error)
+    print(render_json(sources, tops) if args.json else render_text(sources, tops))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""Prediction and forward-only evaluation from saved files: `deeplecture-predict`,
+`deeplecture-evaluate` and the lecture's image2pixel step."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplecture import predict
+from deeplecture.cli import evaluate as evaluate_cli
+from deeplecture.cli import predict as predict_cli
+from deeplecture.data import cifar10, fashion_mnist
+from deeplecture.models import get_variant
+from deeplecture.scaling import Scaling
+
+REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two saved models (CIFAR-10 cnn74, a tiny 28x28x1 one) and test images of several kinds."""
+    folder = tmp_path_factory.mktemp("predict")
+    keras.utils.set_random_seed(0)
+    cifar = get_variant("cnn74").build(Scaling.divide255(3), False)
+    cifar.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    cifar.save(folder / "cifar.keras")
+
+    inputs = keras.Input((28, 28, 1))
+    hidden = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    fashion = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+    fashion.save(folder / "fashion.keras")
+
+    rng = np.random.default_rng(0)
+    paths = {"cifar": folder / "cifar.keras", "fashion": folder / "fashion.keras"}
+    paths["rgba"] = folder / "rgba.png"  # 50 wide, 40 high
+    Image.fromarray(rng.integers(0, 256, (40, 50, 4), dtype=np.uint8), "RGBA").save(paths["rgba"])
+    paths["gray"] = folder / "gray.jpg"
+    Image.fromarray(rng.integers(0, 256, (45, 60), dtype=np.uint8), "L").save(paths["gray"])
+    paths["rgb"] = folder / "rgb.png"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB").save(paths["rgb"])
+    return paths
+
+
+def run_main(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_top(top: list[tuple[str, float]], class_names: tuple[str, ...], k: int) -> None:
+    probabilities = [p for _, p in top]
+    assert len(top) == k
+    assert {name for name, _ in top} <= set(class_names)
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0 <= p <= 1 for p in probabilities)
+    assert sum(probabilities) <= 1 + 1e-5
+
+
+def assert_error(status: int, err: str, expected_status: int = 1) -> None:
+    assert status == expected_status
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+# --- image2pixel and the conversions ----------------------------------------------------------
+
+
+def test_image2pixel_gives_the_lectures_matrix(tmp_path: Path, files: dict[str, Path]) -> None:
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (240, 312), (200, 30, 10)).save(path)  # Pillow sizes are (width, height)
+    pixels = predict.image_to_pixels(path)
+    assert pixels.shape == (312, 240, 3) and pixels.dtype == np.uint8
+
+    # RGBA and grayscale become RGB; lossless pixels come back exactly.
+    assert predict.image_to_pixels(files["rgba"]).shape == (40, 50, 3)
+    gray = predict.image_to_pixels(files["gray"])
+    assert gray.shape == (45, 60, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+    assert np.array_equal(
+        predict.image_to_pixels(files["rgb"]), np.asarray(Image.open(files["rgb"]))
+    )
+
+
+def test_model_input_is_raw_pixels_in_the_models_shape(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    rgba = predict.image_to_model_input(files["rgba"], (32, 32, 3))
+    assert rgba.shape == (32, 32, 3) and rgba.dtype == np.float32
+    assert rgba.max() > 1  # not divided by 255: the model scales
+    assert predict.image_to_model_input(files["rgb"], (32, 32, 3)).max() <= 255
+    assert predict.image_to_model_input(files["gray"], (28, 28, 1)).shape == (28, 28, 1)
+    with pytest.raises(ValueError, match="4 channels"):
+        predict.image_to_model_input(files["rgb"], (32, 32, 4))
+
+    one = tmp_path / "one.npy"
+    np.save(one, np.zeros((32, 32, 3), np.uint8))
+    assert predict.load_batch(one, (32, 32, 3)).shape == (1, 32, 32, 3)
+    assert predict.class_names_for((32, 32, 3)) == cifar10.CLASS_NAMES
+    assert predict.class_names_for((28, 28, 1)) == fashion_mnist.CLASS_NAMES
+    with pytest.raises(ValueError, match="class names"):
+        predict.class_names_for((64, 64, 3))
+
+
+# --- deeplecture-predict ----------------------------------------------------------------------
+
+
+def test_predict_prints_top_classes_per_file(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run_main(
+        predict_cli.main, [files["cifar"], files["rgba"], files["rgb"], "--top", "3"], capsys
+    )
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == str(files["rgba"]) and lines[4] == str(files["rgb"])
+    for block in (lines[1:4], lines[5:8]):
+        top = [(line.split()[0], float(line.split()[1]) / 100) for line in block]
+        assert_top(top, cifar10.CLASS_NAMES, 3)
+
+
+def test_predict_json_names_every_file_and_batch_image(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "batch.npy"
+    np.save(batch, np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    argv = [files["cifar"], files["rgba"], files["gray"], batch, "--json", "--top", "2"]
+    status, out, _ = run_main(predict_cli.main, argv, capsys)
+    assert status == 0
+    document = json.loads(out)
+    assert [entry["file"] for entry in document] == [str(files["rgba"]), str(files["gray"])] + [
+        str(batch)
+    ] * 2
+    assert [entry.get("index") for entry in document] == [None, None, 0, 1]
+    for entry in document:
+        top = [(item["class"], item["probability"]) for item in entry["top"]]
+        assert_top(top, cifar10.CLASS_NAMES, 2)
+
+
+def test_predict_with_a_grayscale_model_and_own_class_names(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # More than the 10 classes asked: all of them, summing to 1.
+    status, out, _ = run_main(
+        predict_cli.main, [files["fashion"], files["gray"], "--json", "--top", "20"], capsys
+    )
+    assert status == 0
+    top = [(item["class"], item["probability"]) for item in json.loads(out)[0]["top"]]
+    assert_top(top, fashion_mnist.CLASS_NAMES, 10)
+    assert sum(p for _, p in top) == pytest.approx(1, abs=1e-5)
+
+    names = ",".join(f"c{i}" for i in range(10))
+    status, out, _ = run_main(
+        predict_cli.main, [files["fashion"], files["rgb"], "--class-names", names], capsys
+    )
+    assert status == 0 and out.splitlines()[1].split()[0].startswith("c")
+
+    status, _, err = run_main(
+        predict_cli.main, [files["fashion"], files["rgb"], "--class-names", "a,b"], capsys
+    )
+    assert_error(status, err)
+    assert "2 class names" in err
+
+
+def test_predict_refuses_a_file_that_is_not_an_image(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("these are lecture notes, not a picture\n")
+    status, out, err = run_main(predict_cli.main, [files["cifar"], files["rgb"], fake], capsys)
+    assert_error(status, err)
+    assert "not an image" in err and str(fake) in err and out == ""
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt"])
+def test_predict_names_a_bad_model_file(
+    kind: str, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model.keras"
+    if kind == "corrupt":
+        model.write_bytes(np.random.default_rng(2).bytes(4096))
+    status, _, err = run_main(predict_cli.main, [model, files["rgb"]], capsys)
+    assert_error(status, err)
+    assert str(model) in err
+
+
+def test_predict_names_both_shapes_of_a_wrong_batch(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "small.npy"
+    np.save(batch, np.zeros((2, 30, 30, 3), np.uint8))
+    status, _, err = run_main(predict_cli.main, [files["cifar"], batch], capsys)
+    assert_error(status, err)
+    assert str(batch) in err and "(2, 30, 30, 3)" in err and "32, 32, 3" in err
+
+
+def test_predict_top_below_one_is_a_usage_error(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        predict_cli.main([str(files["cifar"]), str(files["rgb"]), "--top", "0"])
+    assert exit_info.value.code == 2
+    assert "--top" in capsys.readouterr().err
+
+
+def test_console_script_runs(files: dict[str, Path]) -> None:
+    script = Path(sys.executable).parent / "deeplecture-predict"
+    result = subprocess.run(
+        [script, "--json", files["cifar"], files["rgb"]],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [entry["file"] for entry in json.loads(result.stdout)] == [str(files["rgb"])]
+
+
+@pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason="shared CIFAR-10 JPEG archive not here")
+def test_predict_a_real_cifar10_jpeg(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tarfile.open(REAL_ARCHIVE, "r:gz") as archive:
+        member = next(m for m in archive if m.isfile() and m.name.endswith(".jpg"))
+        data = archive.extractfile(member).read()  # in memory: nothing else is extracted
+    path = tmp_path / Path(member.name).name
+    path.write_bytes(data)
+    assert Image.open(io.BytesIO(data)).size == (32, 32)
+    assert predict.image_to_pixels(path).shape == (32, 32, 3)
+
+    status, out, _ = run_main(predict_cli.main, [files["cifar"], path, "--json"], capsys)
+    assert status == 0
+    top = [(item["class"], item["probability"]) for item in json.loads(out)[0]["top"]]
+    assert_top(top, cifar10.CLASS_NAMES, 3)
+
+
+# --- deeplecture-evaluate ---------------------------------------------------------------------
+
+
+def processed_folder(folder: Path, count: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A preprocessed CIFAR-shaped dataset as preprocessing writes it; the test split's arrays."""
+    rng = np.random.default_rng(3)
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        onehot = np.eye(10, dtype=np.float32)[labels]
+        np.savez(folder / f"{split}.npz", images=images, labels=labels, onehot=onehot)
+    info = {"dataset": "cifar10", "class_names": list(cifar10.CLASS_NAMES)}
+    (folder / "info.json").write_text(json.dumps(info))
+    return images, onehot
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_evaluate_reports_what_model_evaluate_gives(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "cifar10"
+    images, onehot = processed_folder(data)
+    expected = keras.saving.load_model(files["cifar"]).evaluate(
+        images, onehot, verbose=0, return_dict=True
+    )
+
+    status, out, _ = run_main(evaluate_cli.main, [files["cifar"], "--data", data], capsys)
+    assert status == 0
+    printed = dict(line.split(": ") for line in out.splitlines())
+    assert float(printed["Test accuracy"]) == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert float(printed["Test loss"]) == pytest.approx(expected["loss"], rel=1e-4)
+
+    status, out, _ = run_main(
+        evaluate_cli.main, [files["cifar"], "--data", data, "--json", "--batch-size", "16"], capsys
+    )
+    document = json.loads(out)
+    assert status == 0 and document["images"] == len(images) and document["split"] == "test"
+    assert document["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
+
+
+def test_evaluate_errors_name_what_is_wrong(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "cifar10"
+    processed_folder(data, count=4)
+
+    status, _, err = run_main(evaluate_cli.main, [files["fashion"], "--data", data], capsys)
+    assert_error(status, err)
+    assert "(28, 28, 1)" in err and "(32, 32, 3)" in err
+
+    missing = tmp_path / "nowhere"
+    status, _, err = run_main(evaluate_cli.main, [files["cifar"], "--data", missing], capsys)
+    assert_error(status, err)
+    assert str(missing) in err
+
+    (data / "validation.npz").unlink()
+    argv = [files["cifar"], "--data", data, "--split", "validation"]
+    status, _, err = run_main(evaluate_cli.main, argv, capsys)
+    assert_error(status, err)
+    assert str(data / "validation.npz") in err
