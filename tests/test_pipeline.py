@@ -5,11 +5,15 @@ Slow (about two minutes on 2 cores): every stage is a real process that imports 
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -17,9 +21,19 @@ import mlflow
 import mlflow.keras
 import pytest
 
-from conftest import PROJECT_ROOT, shipped_params_text
+from conftest import CONTRACT_METRIC_KEYS, PROJECT_ROOT
+from project_repo import make_project_repo, run_command
 
 pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; no browser download
+# Headless, and quiet: this machine has no network, and Chromium's background services would
+# otherwise keep trying to reach theirs.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SCREENSHOT = PROJECT_ROOT / "reports" / "figures" / "mlflow-compare-runs.png"
 
 VARIANTS = ("cnn74", "cnn79", "cnn84", "cnn88")
 # Smaller than the smoke profile itself, to keep the suite quick; same code path.
@@ -31,65 +45,50 @@ FAST = [
 ]
 
 
-def _run(args: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        # dvc exp run commits experiment refs: give git an identity on machines without one.
-        "GIT_AUTHOR_NAME": "pipeline test",
-        "GIT_AUTHOR_EMAIL": "test@deeplecture.invalid",
-        "GIT_COMMITTER_NAME": "pipeline test",
-        "GIT_COMMITTER_EMAIL": "test@deeplecture.invalid",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's default store: mlflow.db at the root
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-6000:]}"
-    return output
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone-like copy of the project, committed, with the smoke pipeline run once."""
-    root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "pyproject.toml", ".dvcignore"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    (root / "params.yaml").write_text(shipped_params_text())
-    for folder in ("src", "stages", "data/sample"):
-        shutil.copytree(
-            PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    _run(["git", "init", "-q"], root)
-    _run(["dvc", "init", "-q"], root)
-    _run(["dvc", "config", "core.analytics", "false"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "init"], root)
-    output = _run(["dvc", "exp", "run", "-S", "profile=smoke", *FAST], root)
+    root = make_project_repo(tmp_path_factory.mktemp("project"))
+    output = run_command(["dvc", "exp", "run", "-S", "profile=smoke", *FAST], root)
     (root / "first_run.log").write_text(output)
     return root
 
 
 def test_every_stage_runs_and_writes_the_contract_files(repo: Path) -> None:
     output = (repo / "first_run.log").read_text()
-    for stage in ["download@cifar10", "preprocess@cifar10"] + [
+    for stage in ["download@cifar10", "preprocess@cifar10", "foundations", "report"] + [
         f"{kind}@{variant}" for kind in ("train", "evaluate") for variant in VARIANTS
     ]:
         assert f"Running stage '{stage}'" in output
-    import json
-
     for variant in VARIANTS:
         assert (repo / "models" / "cifar10" / f"{variant}.keras").is_file()
         metrics = json.loads((repo / "metrics" / "cifar10" / f"{variant}.json").read_text())
-        for key in (
-            "test_accuracy",
-            "test_loss",
-            "param_count",
-            "epochs",
-            "train_seconds",
-            "lecture_accuracy",
-        ):
+        for key in CONTRACT_METRIC_KEYS:
             assert key in metrics
         assert metrics["epochs"] == 2 and metrics["test_images"] == 200
+
+
+def test_the_report_and_dvc_metrics_show_the_same_numbers(repo: Path) -> None:
+    shown = json.loads(
+        subprocess.run(
+            ["dvc", "metrics", "show", "--json"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    report = (repo / "reports" / "results.md").read_text()
+    for variant in VARIANTS:
+        path = f"metrics/cifar10/{variant}.json"
+        written = json.loads((repo / path).read_text())
+        from_dvc = shown[""]["data"][path]["data"]  # "" is the workspace
+        assert from_dvc["test_accuracy"] == written["test_accuracy"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| `{variant}`"))
+        assert f"| {100 * written['test_accuracy']:.2f} % |" in row
+    for figure in ("progression.png", "learning_curves/cnn74.png", "confusion/cnn88.png"):
+        assert (repo / "reports" / "figures" / figure).is_file()
+    assert (repo / "reports" / "figures" / "foundations" / "xor_loss.png").is_file()
 
 
 def test_the_mlflow_store_holds_four_complete_runs(repo: Path) -> None:
@@ -108,13 +107,87 @@ def test_the_mlflow_store_holds_four_complete_runs(repo: Path) -> None:
         assert run.data.tags["git_commit"] and run.data.tags["dvc_exp_name"]
         assert run.inputs.dataset_inputs[0].dataset.digest
         assert run.info.artifact_uri.startswith((repo / "mlartifacts").as_uri())
+    assert len({run.data.tags["dvc_invocation"] for run in runs}) == 1  # one pipeline run
     model = mlflow.keras.load_model(f"runs:/{runs[0].info.run_id}/model")
     assert isinstance(model, keras.Model)
 
 
-def test_the_written_accuracy_is_a_fresh_evaluation_of_the_saved_file(repo: Path) -> None:
-    import json
+@pytest.fixture
+def mlflow_server(repo: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free loopback port, serving the pipeline's store."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
+
+def _api(url: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (.ci/run installs it)"
+)
+def test_the_mlflow_ui_shows_the_four_runs_side_by_side(repo: Path, mlflow_server: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    experiment = _api(mlflow_server, "experiments/get-by-name?experiment_name=cifar10")[
+        "experiment"
+    ]
+    runs = _api(mlflow_server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})[
+        "runs"
+    ]
+    names = sorted(run["info"]["run_name"] for run in runs)
+    assert names == [f"{variant}-smoke" for variant in VARIANTS]
+    metrics = {m["key"] for m in runs[0]["data"]["metrics"]}
+    assert {"test_accuracy", "lecture_accuracy", "val_accuracy"} <= metrics
+
+    compare = f"{mlflow_server}/#/compare-runs?" + urllib.parse.urlencode(
+        {
+            "runs": json.dumps([run["info"]["run_id"] for run in runs]),
+            "experiments": json.dumps([experiment["experiment_id"]]),
+        }
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(compare)
+            for name in names:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            assert "test_accuracy" in page.inner_text("body")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_the_written_accuracy_is_a_fresh_evaluation_of_the_saved_file(repo: Path) -> None:
     import numpy as np
 
     with np.load(repo / "data" / "processed" / "cifar10" / "test.npz") as test:
@@ -127,17 +200,17 @@ def test_the_written_accuracy_is_a_fresh_evaluation_of_the_saved_file(repo: Path
 
 
 def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(repo: Path) -> None:
-    again = _run(["dvc", "repro"], repo)
+    again = run_command(["dvc", "repro"], repo)
     assert "Running stage" not in again
 
-    changed = _run(["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.epochs=1"], repo)
+    changed = run_command(["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.epochs=1"], repo)
     ran = sorted(
         line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage")
     )
-    assert ran == ["evaluate@cnn74", "train@cnn74"]
+    assert ran == ["evaluate@cnn74", "report", "train@cnn74"]
 
     # Back to 2 epochs: DVC restores train@cnn74 from its run cache; no empty duplicate run.
-    restored = _run(["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.epochs=2"], repo)
+    restored = run_command(["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.epochs=2"], repo)
     assert "Running stage 'train@cnn74'" not in restored
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     cnn74_runs = mlflow.search_runs(
@@ -154,26 +227,26 @@ def _lock(repo: Path) -> dict:
 
 def test_two_queued_experiments_in_parallel_log_to_the_root_store(repo: Path) -> None:
     for seed in (101, 102):
-        _run(
+        run_command(
             ["dvc", "exp", "run", "--queue", "-S", f"train.cnn74.seed={seed}", "evaluate@cnn74"],
             repo,
         )
-    _run(["dvc", "queue", "start", "-j", "2"], repo)
+    run_command(["dvc", "queue", "start", "-j", "2"], repo)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        status = _run(["dvc", "queue", "status"], repo)
+        status = run_command(["dvc", "queue", "status"], repo)
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
-    _run(["dvc", "queue", "stop", "--kill"], repo)
+    run_command(["dvc", "queue", "stop", "--kill"], repo)
     assert status.count("Success") == 2, status
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = mlflow.search_runs(
-        experiment_names=["cifar10"],
-        filter_string="params.seed IN ('101', '102')",
-        output_format="list",
-    )
+    runs = [
+        run
+        for run in mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
+        if run.data.params["seed"] in ("101", "102")
+    ]
     assert sorted(run.data.params["seed"] for run in runs) == ["101", "102"]
     assert all(
         run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs
@@ -196,7 +269,7 @@ def test_a_second_dvc_repro_in_the_same_workspace_fails_fast_on_the_lock(repo: P
     first.communicate(timeout=600)
     assert first.returncode == 0
     assert "train@cnn84" in _lock(repo)["stages"]  # dvc.lock still parses and holds the stage
-    _run(["dvc", "status"], repo)
+    run_command(["dvc", "status"], repo)
 
 
 def test_a_diverging_run_exits_non_zero_and_dvc_does_not_record_it(repo: Path) -> None:

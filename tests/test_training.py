@@ -11,7 +11,7 @@ import mlflow.keras
 import numpy as np
 import pytest
 
-from conftest import write_params
+from conftest import CONTRACT_METRIC_KEYS, InjectedCrash, crash_after_epoch, write_params
 from deeplecture import evaluation, tracking, training
 from deeplecture.data import processed
 from deeplecture.data.splits import ImageSplit
@@ -90,14 +90,7 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
         np.mean(predicted == data.test.labels), abs=1e-6
     )
     assert payload["test_accuracy"] > 0.3  # the tiny classes are learnable: well above chance (0.1)
-    for key in (
-        "test_accuracy",
-        "test_loss",
-        "param_count",
-        "epochs",
-        "train_seconds",
-        "lecture_accuracy",
-    ):
+    for key in CONTRACT_METRIC_KEYS:
         assert key in payload
 
     metrics_path = tmp_path / "metrics.json"
@@ -137,21 +130,6 @@ def test_a_diverging_loss_fails_the_run_and_saves_no_model(
     assert [run.info.status for run in _runs()] == ["FAILED"]
 
 
-class _CrashAfterEpoch(Exception):
-    pass
-
-
-def _crash_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> None:
-    original = training.EpochEnd.on_epoch_end
-
-    def crashing(self, epoch, logs=None):  # noqa: ANN001
-        original(self, epoch, logs)
-        if epoch + 1 == epochs:
-            raise _CrashAfterEpoch(f"injected crash after epoch {epochs}")
-
-    monkeypatch.setattr(training.EpochEnd, "on_epoch_end", crashing)
-
-
 def test_a_crashed_run_resumes_from_its_last_epoch_in_the_same_mlflow_run(
     tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,8 +137,8 @@ def test_a_crashed_run_resumes_from_its_last_epoch_in_the_same_mlflow_run(
     data = processed.load(tiny_data)
     outputs = _outputs(tmp_path / "out")
     with monkeypatch.context() as patch:
-        _crash_after(patch, epochs=2)
-        with pytest.raises(_CrashAfterEpoch):
+        crash_after_epoch(patch, epochs=2)
+        with pytest.raises(InjectedCrash):
             train_variant("cnn74", params, data, outputs)
     assert not outputs.model.exists()
     state = json.loads((outputs.checkpoint / "state.json").read_text())
@@ -182,8 +160,8 @@ def test_a_checkpoint_for_other_settings_is_never_resumed(
     data = processed.load(tiny_data)
     outputs = _outputs(tmp_path / "out")
     with monkeypatch.context() as patch:
-        _crash_after(patch, epochs=2)
-        with pytest.raises(_CrashAfterEpoch):
+        crash_after_epoch(patch, epochs=2)
+        with pytest.raises(InjectedCrash):
             train_variant("cnn74", load_params(write_params(tmp_path, TINY)), data, outputs)
 
     changed = load_params(write_params(tmp_path, {**TINY, "train.cnn74.learning_rate": 5e-4}))

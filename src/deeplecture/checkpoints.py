@@ -1,8 +1,10 @@
 """Resumable training: the last finished epoch's full model and the state needed to go on.
 
 A checkpoint describes itself (`state.json`: which settings it belongs to, how many epochs are
-done, the history so far, the MLflow run to continue). It is only resumed when its fingerprint
-matches the current settings and data, so a stale checkpoint is never picked up.
+done, the history so far, the MLflow run to continue, the best epoch so far). It is only resumed
+when its fingerprint matches the current settings and data, so a stale checkpoint is never
+picked up. With `keep_best`, the best epoch's weights live here too, so a resumed run still
+ends with them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from deeplecture.atomic import atomic_path, write_json
 
 MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
+# Named by epoch: a file written by an attempt killed before its state.json is never mistaken
+# for the best epoch that state.json names.
+BEST_PATTERN = "best-epoch*.weights.h5"
 
 
 @dataclass
@@ -29,6 +34,8 @@ class TrainingState:
     history: dict[str, list[float]] = field(default_factory=dict)
     train_seconds: float = 0.0
     run_id: str | None = None
+    best_epoch: int | None = None  # keep_best: the 0-based epoch with the lowest val_loss so far
+    best_val_loss: float | None = None
 
 
 def fingerprint(*parts: Any) -> str:
@@ -57,12 +64,26 @@ class Checkpoint:
         model = keras.saving.load_model(self.folder / MODEL_FILE)
         return model, state
 
-    def save(self, model: keras.Model, state: TrainingState) -> None:
+    def save(self, model: keras.Model, state: TrainingState, new_best: bool = False) -> None:
         """Model first, then the state: a kill between the two costs one epoch trained twice,
-        never a state that claims more epochs than its model has seen."""
+        never a state that claims more epochs than its model has seen.
+
+        `new_best`: this epoch is `state.best_epoch`, so its weights are kept as the best too.
+        """
+        best = self.best_weights(state) if new_best else None
+        if best is not None:
+            with atomic_path(best, suffix=".weights.h5") as tmp:
+                model.save_weights(tmp)
         with atomic_path(self.folder / MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
         write_json(self.folder / STATE_FILE, asdict(state))
+        if best is not None:  # only now is the earlier best file no longer named by the state
+            for stale in set(self.folder.glob(BEST_PATTERN)) - {best}:
+                stale.unlink()
+
+    def best_weights(self, state: TrainingState) -> Path:
+        """The weights file of `state.best_epoch`."""
+        return self.folder / BEST_PATTERN.replace("*", str(state.best_epoch))
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -12,11 +12,15 @@ Every stage reads its settings through `load_params`, which
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
+
+from deeplecture.data import fashion_mnist
+from deeplecture.data.download import resolve_file_checksums
 
 FULL_PROFILE = "full"  # the lecture's settings: params.yaml as written, no overlay
 
@@ -30,10 +34,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class DataSourceParams(_Strict):
+class _Source(_Strict):
     default_source: str = Field(description="the profile's own source")
     source: str | None = Field(description="the user's override: URL, file:// URL or local path")
-    checksum: str = Field(description="md5:<hex>, sha256:<hex>, or auto (pinned hash by file name)")
 
     @property
     def effective_source(self) -> str:
@@ -41,20 +44,81 @@ class DataSourceParams(_Strict):
         return self.source if self.source is not None else self.default_source
 
 
+class DataSourceParams(_Source):
+    """A dataset in one file (CIFAR-10's archive)."""
+
+    checksum: str = Field(description="md5:<hex>, sha256:<hex>, or auto (pinned hash by file name)")
+
+
+class FashionMnistSourceParams(_Source):
+    """Fashion-MNIST's four IDX files, under one base URL or in one folder, each with its hash."""
+
+    # str, not Literal["auto"]: another string then fails in the validator, with one message.
+    checksum: str | dict[str, str] = Field(
+        description="auto (each file's pinned md5) or {file name: md5:<hex> | sha256:<hex>}"
+    )
+
+    @field_validator("checksum")
+    @classmethod
+    def _one_hash_per_file(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        # Checked now, not at download time: a missing, unknown or malformed entry fails
+        # before any work, named by its key.
+        resolve_file_checksums(fashion_mnist.FILES.values(), value, "data.fashion_mnist")
+        return value
+
+
 class DataParams(_Strict):
     cifar10: DataSourceParams
+    fashion_mnist: FashionMnistSourceParams
 
 
-class PreprocessParams(_Strict):
-    validation_fraction: float = Field(ge=0.0, lt=1.0)
+class SplitParams(_Strict, ABC):
+    """What every dataset's preprocessing decides: limits, the validation tail, the scaling."""
+
     scaling: Literal["divide255", "standardize"]
-    shuffle_seed: int
     train_limit: int | None = Field(gt=0)
     test_limit: int | None = Field(gt=0)
+
+    @abstractmethod
+    def validation_size(self, train_count: int) -> int:
+        """How many of the last `train_count` training images become the validation split."""
+
+    @property
+    @abstractmethod
+    def wants_validation(self) -> bool:
+        """Whether a validation split is asked for (so an empty one is an error)."""
+
+
+class PreprocessParams(SplitParams):
+    """CIFAR-10: a fraction, as Keras' validation_split, and a shuffle for image folders."""
+
+    validation_fraction: float = Field(ge=0.0, lt=1.0)
+    shuffle_seed: int
+
+    def validation_size(self, train_count: int) -> int:
+        return int(round(train_count * self.validation_fraction))
+
+    @property
+    def wants_validation(self) -> bool:
+        return self.validation_fraction > 0
+
+
+class FashionPreprocessParams(SplitParams):
+    """Fashion-MNIST: a count (the tutorial's 55,000 / 5,000); IDX order is already mixed."""
+
+    validation_count: int = Field(ge=0)
+
+    def validation_size(self, train_count: int) -> int:
+        return self.validation_count
+
+    @property
+    def wants_validation(self) -> bool:
+        return self.validation_count > 0
 
 
 class PreprocessSection(_Strict):
     cifar10: PreprocessParams
+    fashion_mnist: FashionPreprocessParams
 
 
 class TrainParams(_Strict):
@@ -67,13 +131,14 @@ class TrainParams(_Strict):
     augment: bool
     steps_per_epoch: int | None = Field(gt=0)
     seed: int
+    keep_best: bool = Field(description="restore the weights of the epoch with the lowest val_loss")
 
 
 class Params(_Strict):
     profile: str
     data: DataParams
     preprocess: PreprocessSection
-    train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88"], TrainParams]
+    train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88", "fashion"], TrainParams]
     profiles: dict[str, dict[str, Any]]
 
 

@@ -21,6 +21,7 @@ import keras
 import mlflow
 import mlflow.keras
 import numpy as np
+import psutil
 from filelock import FileLock
 from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
@@ -127,7 +128,23 @@ def run_tags(variant: str, dataset: str, profile: str) -> dict[str, str]:
     ):
         if os.environ.get(env_name):
             tags[tag] = os.environ[env_name]
+    invocation = _dvc_invocation()
+    if invocation:
+        tags["dvc_invocation"] = invocation
     return tags
+
+
+def _dvc_invocation() -> str | None:
+    """An id shared by every stage of one `dvc repro` / `dvc exp run`: the DVC process's start
+    time and pid. Filtering on it in the MLflow UI shows the runs of that one pipeline run."""
+    if not os.environ.get("DVC_ROOT"):
+        return None
+    with contextlib.suppress(psutil.Error):
+        for process in psutil.Process().parents():
+            if any(Path(part).name == "dvc" for part in process.cmdline()[:2]):
+                started = time.strftime("%Y%m%dT%H%M%S", time.localtime(process.create_time()))
+                return f"{started}-{process.pid}"
+    return None
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 Only `keras` is used here, so the same code trains with `KERAS_BACKEND=tensorflow`, `jax` or
 `torch`. Order of events in `train_variant`: settings and data -> checkpoint (resume or fresh) ->
-MLflow run -> fit, checkpointing every epoch -> final model written atomically -> record.
+MLflow run -> fit, checkpointing every epoch -> best epoch's weights restored (`keep_best`) ->
+final model written atomically -> record.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def compile_model(model: keras.Model, params: TrainParams) -> keras.Model:
 def fit_and_validation_sets(
     data: ProcessedData, params: TrainParams
 ) -> tuple[ImageSplit, ImageSplit]:
-    """The lecture's split per variant: `split` trains on 90 % and validates on the last 10 %;
-    `test` (cnn88's script) trains on all training images and "validates" on the test set."""
+    """The lecture's split per variant: `split` trains on the fit split and validates on the
+    validation tail (CIFAR-10: the last 10 %; Fashion-MNIST: the last 5,000); `test` (cnn88's
+    script) trains on all training images and "validates" on the test set."""
     if params.validation == "split":
         return data.train, data.validation
     combined = ImageSplit(
@@ -100,11 +102,18 @@ def endless_batches(
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """After each epoch: metrics to MLflow (step=epoch) and a resumable checkpoint."""
+    """After each epoch: metrics to MLflow (step=epoch) and a resumable checkpoint.
 
-    def __init__(self, checkpoint: Checkpoint, state: TrainingState, started: float) -> None:
+    With `keep_best`, an epoch whose val_loss is strictly lower than every earlier one (as
+    Keras' ModelCheckpoint(save_best_only=True) decides) becomes the state's best epoch.
+    """
+
+    def __init__(
+        self, checkpoint: Checkpoint, state: TrainingState, started: float, keep_best: bool
+    ) -> None:
         super().__init__()
         self.checkpoint, self.state, self.started = checkpoint, state, started
+        self.keep_best = keep_best
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -120,7 +129,11 @@ class EpochEnd(keras.callbacks.Callback):
         self.state.epochs_done = epoch + 1
         self.state.train_seconds += time.perf_counter() - self.started
         self.started = time.perf_counter()
-        self.checkpoint.save(self.model, self.state)
+        best = self.state.best_val_loss
+        new_best = self.keep_best and (best is None or logs["val_loss"] < best)
+        if new_best:
+            self.state.best_epoch, self.state.best_val_loss = epoch, logs["val_loss"]
+        self.checkpoint.save(self.model, self.state, new_best=new_best)
 
 
 def train_variant(
@@ -129,7 +142,7 @@ def train_variant(
     """Train one variant at its params, resuming a matching checkpoint; return the record."""
     variant = get_variant(variant_name)
     train_params = params.train[variant_name]
-    source = params.data.cifar10
+    source = getattr(params.data, variant.dataset)
     run_fingerprint = fingerprint(
         variant_name, train_params.model_dump(), data.digest, keras.backend.backend()
     )
@@ -171,11 +184,15 @@ def train_variant(
                 digest=data.digest,
             )
         _fit(model, train_params, fit_set, validation_set, checkpoint, state)
+        if train_params.keep_best:
+            model.load_weights(checkpoint.best_weights(state))
+        kept_epoch = state.best_epoch if train_params.keep_best else state.epochs_done - 1
 
         record = {
             "variant": variant_name,
             "run_id": state.run_id,
             "epochs": state.epochs_done,
+            "kept_epoch": kept_epoch,  # 0-based, as history.csv and MLflow's steps
             "train_seconds": round(state.train_seconds, 2),
             "param_count": model.count_params(),
             "history": state.history,
@@ -190,7 +207,11 @@ def train_variant(
         write_json(outputs.record, record)
         _write_history_csv(outputs.history, state.history)
         mlflow.log_metrics(
-            {"train_seconds": state.train_seconds, "epochs_completed": state.epochs_done}
+            {
+                "train_seconds": state.train_seconds,
+                "epochs_completed": state.epochs_done,
+                "kept_epoch": kept_epoch,
+            }
         )
         tracking.log_keras_model(model, fit_set.images[:2])
     checkpoint.clear()
@@ -209,7 +230,7 @@ def _fit(
         return
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
-        EpochEnd(checkpoint, state, time.perf_counter()),
+        EpochEnd(checkpoint, state, time.perf_counter(), params.keep_best),
     ]
     if params.lr_schedule == "lecture88":
         callbacks.append(keras.callbacks.LearningRateScheduler(lecture88_schedule))

@@ -3,6 +3,8 @@
 A file is only ever trusted after its hash matches: a download, a local copy and a file
 already at the destination are all verified the same way. Bytes are streamed into a
 temporary file beside the destination, so a failed or interrupted fetch leaves nothing behind.
+A dataset of several files (Fashion-MNIST) is fetched file by file from a base URL or a folder,
+each file verified against its own hash.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -67,6 +71,36 @@ class _Truncated(Exception):
     """Internal: the server announced more bytes than it sent."""
 
 
+@dataclass(frozen=True)
+class _Hints:
+    """The `-S` lines an error suggests, for one file or for one file of a set (a folder source
+    and a checksum mapping)."""
+
+    params_key: str
+    file_set: bool = False
+
+    def local_copy(self, name: str) -> str:
+        if self.file_set:
+            # No command: the files' pipeline may not be the root one (fashion_mnist/dvc.yaml).
+            return (
+                f"download {name} and the other files elsewhere into one folder and point the "
+                f"pipeline at it with -S {self.params_key}.source=/path/to/folder"
+            )
+        return (
+            f"download {name} elsewhere and point the pipeline at the local copy: "
+            f"dvc exp run -S {self.params_key}.source=/path/to/{name}"
+        )
+
+    def pin(self, name: str, algorithm: str, digest: str) -> str:
+        checksum = f"{algorithm}:{digest}"
+        if self.file_set:
+            return (
+                f"-S '{self.params_key}.checksum={{{name}: {checksum}, <each other file>: "
+                "<its hash>}' (one entry per file)"
+            )
+        return f"-S {self.params_key}.checksum={checksum}"
+
+
 def source_basename(source: str) -> str:
     """The file name of `source`, whether it is a URL or a local path."""
     parsed = urllib.parse.urlparse(source)
@@ -99,6 +133,39 @@ def resolve_checksum(source: str, checksum: str, params_key: str = "data.cifar10
     return normalised
 
 
+def resolve_file_checksums(
+    names: Iterable[str], checksum: str | Mapping[str, str], params_key: str
+) -> dict[str, str]:
+    """One normalised checksum per file name, in the order of `names`.
+
+    `checksum` is "auto" (each file's pinned hash, by its name) or a mapping that gives every
+    file of `names`, and nothing else, its own "md5:<hex>" / "sha256:<hex>".
+    """
+    names = list(names)
+    if isinstance(checksum, str):
+        if checksum.strip().lower() != "auto":
+            raise ValueError(f"expected 'auto' or one checksum per file ({', '.join(names)})")
+        checksum = dict.fromkeys(names, "auto")
+    missing = [name for name in names if name not in checksum]
+    unknown = [name for name in checksum if name not in names]
+    if missing or unknown:
+        problems = [f"no checksum for {', '.join(missing)}"] if missing else []
+        problems += [f"unknown file {', '.join(map(repr, unknown))}"] if unknown else []
+        raise ValueError(f"{'; '.join(problems)} (expected exactly: {', '.join(names)})")
+    resolved = {}
+    for name in names:
+        try:
+            resolved[name] = resolve_checksum(name, checksum[name], params_key)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+    return resolved
+
+
+def member_source(base: str, name: str) -> str:
+    """Where file `name` lies under `base`: a URL below a base URL, a path in a folder."""
+    return f"{base.rstrip('/')}/{name}"
+
+
 def file_checksum(path: Path, algorithm: str) -> str:
     """Hex digest of the file at `path`, read in 1 MiB chunks."""
     digest = hashlib.new(algorithm)
@@ -114,6 +181,7 @@ def fetch(
     checksum: str,
     *,
     params_key: str = "data.cifar10",
+    file_set: bool = False,
     timeout: float = 30.0,
     retries: int = 3,
     progress: bool = True,
@@ -123,13 +191,16 @@ def fetch(
     `source` is an http(s) URL, a file:// URL or a local path (relative to the current
     directory). `retries` is the number of extra tries after a network failure or a
     truncated transfer; a checksum mismatch or an HTTP 4xx status is never retried.
+    `file_set`: the file is one of several under one source (`fetch_files`), so error hints
+    name a folder and a checksum mapping.
     """
     checksum = resolve_checksum(source, checksum, params_key)
+    hints = _Hints(params_key, file_set)
     destination = Path(destination)
     local = local_source(source)
     if local is not None and _same_file(local, destination):
         # Never delete the user's own copy: verify it in place instead.
-        _verify_in_place(local, checksum, params_key)
+        _verify_in_place(local, checksum, hints)
         return destination
 
     if destination.exists():
@@ -151,11 +222,45 @@ def fetch(
         destination.unlink()
 
     if local is not None:
-        _copy_local(local, source, destination, checksum, params_key, progress)
+        _copy_local(local, source, destination, checksum, hints, progress)
     else:
-        _download(source, destination, checksum, params_key, timeout, retries, progress)
+        _download(source, destination, checksum, hints, timeout, retries, progress)
     log.info("fetched %s to %s (%s verified)", source, destination, checksum)
     return destination
+
+
+def fetch_files(
+    base: str,
+    names: Iterable[str],
+    folder: Path,
+    checksum: str | Mapping[str, str],
+    *,
+    params_key: str,
+    timeout: float = 30.0,
+    retries: int = 3,
+    progress: bool = True,
+) -> list[Path]:
+    """Place a verified copy of each `<base>/<name>` in `folder`; return their paths.
+
+    `base` is a base URL (http, https, file://) or a local folder; `checksum` as for
+    `resolve_file_checksums`, all resolved before the first transfer. Each file then goes
+    through `fetch`, with its semantics. A failure stops at that file; the ones before it are
+    verified, so they stay, and a rerun does not fetch them again.
+    """
+    checksums = resolve_file_checksums(names, checksum, params_key)
+    return [
+        fetch(
+            member_source(base, name),
+            Path(folder) / name,
+            expected,
+            params_key=params_key,
+            file_set=True,
+            timeout=timeout,
+            retries=retries,
+            progress=progress,
+        )
+        for name, expected in checksums.items()
+    ]
 
 
 def local_source(source: str) -> Path | None:
@@ -185,7 +290,7 @@ def _same_file(local: Path, destination: Path) -> bool:
         return False
 
 
-def _verify_in_place(path: Path, checksum: str, params_key: str) -> None:
+def _verify_in_place(path: Path, checksum: str, hints: _Hints) -> None:
     if not path.is_file():
         raise DownloadError(f"local source {path} does not exist or is not a file")
     algorithm, expected = checksum.split(":", 1)
@@ -194,13 +299,12 @@ def _verify_in_place(path: Path, checksum: str, params_key: str) -> None:
         raise ChecksumMismatch(
             f"checksum mismatch for {path}: expected {checksum}, got {algorithm}:{actual}. "
             "The file is both source and destination, so it was left untouched; if it is the "
-            f"copy you mean to use, pass its hash with "
-            f"-S {params_key}.checksum={algorithm}:{actual}"
+            f"copy you mean to use, pass its hash with {hints.pin(path.name, algorithm, actual)}"
         )
 
 
 def _copy_local(
-    path: Path, source: str, destination: Path, checksum: str, params_key: str, progress: bool
+    path: Path, source: str, destination: Path, checksum: str, hints: _Hints, progress: bool
 ) -> None:
     if not path.is_file():
         raise DownloadError(f"local source {path} does not exist or is not a file")
@@ -212,7 +316,7 @@ def _copy_local(
                 path.stat().st_size,
                 source,
                 checksum,
-                params_key,
+                hints,
                 progress,
                 discarded=f"Your file {path} was left untouched",
             )
@@ -225,7 +329,7 @@ def _download(
     url: str,
     destination: Path,
     checksum: str,
-    params_key: str,
+    hints: _Hints,
     timeout: float,
     retries: int,
     progress: bool,
@@ -253,7 +357,7 @@ def _download(
                     _content_length(response),
                     url,
                     checksum,
-                    params_key,
+                    hints,
                     progress,
                 )
             return
@@ -263,8 +367,7 @@ def _download(
     cause: BaseException = failure.cause if isinstance(failure, _NetworkError) else failure
     raise DownloadError(
         f"could not download {url} after {tries} tries: {cause}. Expected checksum {checksum}. "
-        f"If this machine cannot reach the host, download {name} elsewhere and point the "
-        f"pipeline at the local copy: dvc exp run -S {params_key}.source=/path/to/{name} "
+        f"If this machine cannot reach the host, {hints.local_copy(name)} "
         "(the checksum is verified for local copies too)"
     ) from cause
 
@@ -310,7 +413,7 @@ def _stream_to(
     total: int | None,
     source: str,
     checksum: str,
-    params_key: str,
+    hints: _Hints,
     progress: bool,
     discarded: str = "The bad file was removed",
 ) -> None:
@@ -347,6 +450,6 @@ def _stream_to(
             raise ChecksumMismatch(
                 f"checksum mismatch for {source}: expected {checksum}, got {algorithm}:{actual}. "
                 f"{discarded}; nothing was written to {destination}. If this is the "
-                f"file you mean to use, pass its hash with -S {params_key}.checksum="
-                f"{algorithm}:{actual}"
+                f"file you mean to use, pass its hash with "
+                f"{hints.pin(destination.name, algorithm, actual)}"
             )

@@ -17,7 +17,7 @@ import numpy as np
 
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.data.splits import ImageSplit
-from deeplecture.params import PreprocessParams
+from deeplecture.params import SplitParams
 from deeplecture.scaling import Scaling
 
 SPLITS = ("train", "validation", "test")
@@ -37,16 +37,17 @@ class ProcessedData:
 
 
 def prepare(
-    train: ImageSplit, test: ImageSplit, params: PreprocessParams, source_info: dict[str, Any]
+    train: ImageSplit, test: ImageSplit, params: SplitParams, source_info: dict[str, Any]
 ) -> ProcessedData:
     """Limit, split off the validation tail, decide the scaling and compute the digest."""
     train = ImageSplit(train.images[: params.train_limit], train.labels[: params.train_limit])
     test = ImageSplit(test.images[: params.test_limit], test.labels[: params.test_limit])
-    # Keras' validation_split=0.1 takes the *last* 10 % of the arrays before any shuffling;
-    # doing the same here keeps the lecture's split while making it explicit and reusable.
-    n_validation = int(round(len(train) * params.validation_fraction))
+    # Keras' validation_split=0.1 takes the *last* 10 % of the arrays before any shuffling, and
+    # the Fashion-MNIST tutorial its last 5,000 images; doing the same here keeps the lecture's
+    # split while making it explicit and reusable.
+    n_validation = params.validation_size(len(train))
     n_fit = len(train) - n_validation
-    if n_fit <= 0 or len(test) == 0 or (params.validation_fraction > 0 and n_validation == 0):
+    if n_fit <= 0 or len(test) == 0 or (params.wants_validation and n_validation == 0):
         raise ValueError(
             f"too little data after limits: {len(train)} training images "
             f"({n_fit} to fit, {n_validation} to validate), {len(test)} test images"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import keras
 
-from deeplecture.models import cifar10
+from deeplecture.models import cifar10, fashion_mnist
 from deeplecture.scaling import Scaling
 
 
@@ -24,6 +24,7 @@ VARIANTS: dict[str, Variant] = {
     "cnn79": Variant("cnn79", "cifar10", cifar10.build_cnn79, 1_640_182),
     "cnn84": Variant("cnn84", "cifar10", cifar10.build_cnn84, 300_214),
     "cnn88": Variant("cnn88", "cifar10", cifar10.build_cnn88, 300_214),
+    "fashion": Variant("fashion", "fashion_mnist", fashion_mnist.build_fashion, 412_778),
 }
 
 

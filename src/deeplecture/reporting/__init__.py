@@ -1,0 +1,1 @@
+"""The generated report: results.md and its figures, from metrics files only."""

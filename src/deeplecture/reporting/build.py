@@ -1,0 +1,34 @@
+"""Build the whole report: figures first, then results.md that links them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deeplecture.atomic import write_text
+from deeplecture.reporting import figures, markdown
+from deeplecture.reporting.results import collect, read_foundations
+
+
+def build_report(metrics_root: Path, plots_root: Path, report_dir: Path) -> dict[str, Path]:
+    """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made."""
+    results = collect(metrics_root, plots_root)
+    figure_dir = report_dir / "figures"
+    made: dict[str, Path] = {}
+    if results:
+        made["progression"] = figures.save_progression(results, figure_dir / "progression.png")
+    for result in results:
+        if result.history:
+            made[f"curves/{result.variant}"] = figures.save_learning_curves(
+                result, figure_dir / "learning_curves" / f"{result.variant}.png"
+            )
+        if result.predictions:
+            class_names = list(result.metrics["per_class_accuracy"])
+            made[f"confusion/{result.variant}"] = figures.save_confusion(
+                result, class_names, figure_dir / "confusion" / f"{result.variant}.png"
+            )
+    # The foundations stage draws its own figures into the same folder.
+    for path in sorted((figure_dir / "foundations").glob("*.png")):
+        made[f"foundations/{path.stem}"] = path
+    foundations = read_foundations(metrics_root / "foundations" / "foundations.json")
+    write_text(report_dir / "results.md", markdown.render(results, foundations, made, report_dir))
+    return made

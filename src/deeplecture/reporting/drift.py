@@ -1,0 +1,113 @@
+"""Pinned metrics: compare a run's metrics files with the committed ones, within a tolerance.
+
+    deeplecture-drift check --pinned reports/pinned/smoke-jpeg.json --metrics metrics
+    deeplecture-drift pin   --pinned reports/pinned/smoke-jpeg.json --metrics metrics
+
+`check` exits 1 and prints a table of what moved when any metric drifted past its tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from deeplecture.atomic import write_json
+
+# Absolute tolerances. The smoke runs are seeded and deterministic on one machine; the margin
+# absorbs a different CPU's float rounding, not a change in what the code computes.
+DEFAULT_TOLERANCE = {"test_accuracy": 0.02, "test_loss": 0.05}
+
+
+@dataclass(frozen=True)
+class Drift:
+    model: str
+    metric: str
+    pinned: float | None
+    current: float | None
+    tolerance: float
+
+    @property
+    def delta(self) -> float | None:
+        if self.pinned is None or self.current is None:
+            return None
+        return self.current - self.pinned
+
+    @property
+    def moved(self) -> bool:
+        return self.delta is None or abs(self.delta) > self.tolerance
+
+
+def read_current(metrics_root: Path, metrics: list[str]) -> dict[str, dict[str, float]]:
+    """`{"cifar10/cnn74": {"test_accuracy": ..., ...}, ...}` from every model metrics file."""
+    current = {}
+    for path in sorted(metrics_root.glob("*/*.json")):
+        if path.parent.name == "foundations":
+            continue
+        values = json.loads(path.read_text())
+        current[f"{path.parent.name}/{path.stem}"] = {key: values[key] for key in metrics}
+    return current
+
+
+def compare(pinned: dict, current: dict[str, dict[str, float]]) -> list[Drift]:
+    """One row per pinned model and metric (a model missing on either side counts as moved)."""
+    rows = []
+    for model in sorted(set(pinned["models"]) | set(current)):
+        for metric, tolerance in pinned["tolerance"].items():
+            rows.append(
+                Drift(
+                    model,
+                    metric,
+                    pinned["models"].get(model, {}).get(metric),
+                    current.get(model, {}).get(metric),
+                    tolerance,
+                )
+            )
+    return rows
+
+
+def format_table(rows: list[Drift]) -> str:
+    lines = [
+        "| model | metric | pinned | current | change | tolerance | |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+
+        def show(value: float | None) -> str:
+            return "missing" if value is None else f"{value:.4f}"
+
+        change = "n/a" if row.delta is None else f"{row.delta:+.4f}"
+        lines.append(
+            f"| {row.model} | {row.metric} | {show(row.pinned)} | {show(row.current)} | {change} "
+            f"| ±{row.tolerance:g} | {'MOVED' if row.moved else 'ok'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compare metrics with pinned ones, or pin them.")
+    parser.add_argument("action", choices=["check", "pin"])
+    parser.add_argument("--pinned", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    args = parser.parse_args(argv)
+
+    if args.action == "pin":
+        current = read_current(args.metrics, list(DEFAULT_TOLERANCE))
+        write_json(args.pinned, {"tolerance": DEFAULT_TOLERANCE, "models": current})
+        print(f"pinned {len(current)} models in {args.pinned}")
+        return 0
+    pinned = json.loads(args.pinned.read_text())
+    rows = compare(pinned, read_current(args.metrics, list(pinned["tolerance"])))
+    print(format_table(rows))
+    moved = [row for row in rows if row.moved]
+    if moved:
+        print(f"\n{len(moved)} metric(s) moved beyond tolerance of {args.pinned}", file=sys.stderr)
+        return 1
+    print(f"\nall {len(rows)} metrics within tolerance of {args.pinned}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

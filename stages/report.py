@@ -1,0 +1,27 @@
+"""Stage `report`: reports/results.md and reports/figures/ from the metrics files only.
+
+python stages/report.py --metrics metrics --plots plots --out reports
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deeplecture.reporting.build import build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics/ folder")
+    parser.add_argument("--plots", type=Path, required=True, help="plots/ folder")
+    parser.add_argument("--out", type=Path, required=True, help="reports/ folder")
+    args = parser.parse_args(argv)
+
+    made = build_report(args.metrics, args.plots, args.out)
+    print(f"{args.out / 'results.md'}: {len(made)} figures")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Pinned metrics: a run within tolerance passes, a drift fails with a table of what moved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deeplecture.reporting.drift import main
+
+
+def _metrics(root: Path, variant: str, accuracy: float, loss: float) -> None:
+    path = root / "cifar10" / f"{variant}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"test_accuracy": accuracy, "test_loss": loss, "epochs": 2}))
+
+
+def test_pin_then_check_within_and_beyond_tolerance(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    metrics, pinned = tmp_path / "metrics", tmp_path / "pinned.json"
+    _metrics(metrics, "cnn74", 0.30, 1.90)
+    _metrics(metrics, "cnn79", 0.20, 2.30)
+    assert main(["pin", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
+    assert json.loads(pinned.read_text())["models"]["cifar10/cnn74"]["test_accuracy"] == 0.30
+
+    _metrics(metrics, "cnn74", 0.31, 1.88)  # inside ±0.02 / ±0.05
+    assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
+    assert "MOVED" not in capsys.readouterr().out
+
+    _metrics(metrics, "cnn79", 0.15, 2.30)  # accuracy moved by 0.05
+    assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 1
+    table = capsys.readouterr().out
+    moved = [line for line in table.splitlines() if "MOVED" in line]
+    assert moved == [
+        "| cifar10/cnn79 | test_accuracy | 0.2000 | 0.1500 | -0.0500 | ±0.02 | MOVED |"
+    ]
+
+
+def test_a_model_missing_from_the_run_counts_as_moved(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    metrics, pinned = tmp_path / "metrics", tmp_path / "pinned.json"
+    _metrics(metrics, "cnn74", 0.30, 1.90)
+    _metrics(metrics, "cnn88", 0.10, 2.30)
+    main(["pin", "--pinned", str(pinned), "--metrics", str(metrics)])
+    (metrics / "cifar10" / "cnn88.json").unlink()
+    assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 1
+    assert "| cifar10/cnn88 | test_accuracy | 0.1000 | missing | n/a |" in capsys.readouterr().out

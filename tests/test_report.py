@@ -1,0 +1,154 @@
+"""The report is generated from metrics files only: every number in it comes from them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from deeplecture.reporting.build import build_report
+from deeplecture.reporting.results import describe_source
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# Standalone numbers: not part of a word, a path or a name such as cnn74, CIFAR-10 or L2.
+NUMBER = re.compile(r"(?<![\w./-])[+-]?\d[\d,]*(?:\.\d+)?(?![\w.]\w|[\w/])")
+
+
+def _metrics(accuracy: float, lecture: float, params: int, epochs: int, seconds: float) -> dict:
+    return {
+        "test_accuracy": accuracy, "test_loss": round(1.7 - accuracy, 6),
+        "lecture_accuracy": lecture,
+        "accuracy_gap": round(accuracy - lecture, 6), "param_count": params, "epochs": epochs,
+        "train_seconds": seconds, "test_images": 10,
+        "per_class_accuracy": {name: 0.5 for name in CLASSES},
+        "data_source": "/data/cifar10-jpeg.tar.gz", "profile": "full",
+        "backend": "jax", "device": "NVIDIA H100 80GB HBM3",
+    }  # fmt: skip
+
+
+FIXED = {
+    "cnn74": _metrics(0.7312, 0.74, 1_639_914, 25, 1523.4),
+    "cnn79": _metrics(0.7874, 0.79, 1_640_182, 25, 1611.0),
+    "cnn84": _metrics(0.8391, 0.84, 300_214, 25, 2410.7),
+    "cnn88": _metrics(0.8807, 0.88, 300_214, 125, 14021.9),
+}
+FOUNDATIONS = {
+    "least_squares.iterations_to_1e-6": 1771,
+    "or_neuron.output_00": 0.27,
+    "xor.lecture.y_01": 0.9050837,
+}
+
+
+def _write_inputs(root: Path) -> None:
+    for variant, metrics in FIXED.items():
+        (root / "metrics" / "cifar10").mkdir(parents=True, exist_ok=True)
+        (root / "metrics" / "cifar10" / f"{variant}.json").write_text(json.dumps(metrics))
+        plots = root / "plots" / "cifar10" / variant
+        plots.mkdir(parents=True, exist_ok=True)
+        rows = ["epoch,loss,accuracy,val_loss,val_accuracy"]
+        rows += [
+            f"{e},{2 - e / 10},{0.3 + e / 20},{2.1 - e / 10},{0.28 + e / 20}" for e in range(3)
+        ]
+        (plots / "history.csv").write_text("\n".join(rows) + "\n")
+        pairs = [(CLASSES[i], CLASSES[i if i % 2 else (i + 1) % 10]) for i in range(10)]
+        (plots / "predictions.csv").write_text(
+            "actual,predicted\n" + "\n".join(f"{a},{p}" for a, p in pairs) + "\n"
+        )
+    (root / "metrics" / "foundations").mkdir(parents=True)
+    (root / "metrics" / "foundations" / "foundations.json").write_text(json.dumps(FOUNDATIONS))
+
+
+def _generate(root: Path) -> str:
+    build_report(root / "metrics", root / "plots", root / "reports")
+    return (root / "reports" / "results.md").read_text()
+
+
+def _renderings(metrics: dict) -> set[str]:
+    """Every way the report may print a number taken from one metrics file."""
+    found = set()
+    for value in metrics.values():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        found |= {
+            str(value),
+            f"{value:,}",
+            f"{value:.4f}",
+            f"{value:.6g}",
+            f"{100 * value:.1f}",
+            f"{100 * value:.2f}",
+        }
+        minutes, seconds = divmod(round(value), 60)
+        hours, rest = divmod(minutes, 60)
+        found |= {str(minutes), f"{seconds:02d}", str(hours), f"{rest:02d}"}
+    if "test_accuracy" in metrics:
+        found.add(f"{100 * (metrics['test_accuracy'] - metrics['lecture_accuracy']):+.2f}")
+    return found
+
+
+def test_every_number_in_the_report_comes_from_the_metrics_files(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    report = _generate(tmp_path)
+    allowed = set().union(*(_renderings(m) for m in [*FIXED.values(), FOUNDATIONS]))
+    numbers = NUMBER.findall(report)
+    assert len(numbers) >= 35  # every table cell with a number is there
+    typed_by_hand = [n for n in numbers if n not in allowed]
+    assert typed_by_hand == []
+
+
+def test_each_row_sets_the_reproduced_figure_beside_the_lectures(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    report = _generate(tmp_path)
+    row = next(line for line in report.splitlines() if line.startswith("| `cnn88`"))
+    for expected in (
+        "88.0 %",
+        "88.07 %",
+        "+0.07 pt",
+        "300,214",
+        "| 125 |",
+        "3 h 53 min",
+        "JPEG",
+        "H100",
+        "jax",
+    ):
+        assert expected in row
+    assert "validation data is the test set" in report  # the quirk beside the row it affects
+    assert "`least_squares.iterations_to_1e-6` | 1771 |" in report
+
+
+def test_a_changed_metrics_file_changes_the_report(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    before = _generate(tmp_path)
+    changed = {**FIXED["cnn74"], "test_accuracy": 0.6543}
+    (tmp_path / "metrics" / "cifar10" / "cnn74.json").write_text(json.dumps(changed))
+    after = _generate(tmp_path)
+    assert "73.12 %" in before and "73.12 %" not in after and "65.43 %" in after
+
+
+def test_figures_are_written_and_readable(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    report = _generate(tmp_path)
+    figures = tmp_path / "reports" / "figures"
+    expected = ["progression.png"] + [
+        f"{kind}/{v}.png" for kind in ("learning_curves", "confusion") for v in FIXED
+    ]
+    for name in expected:
+        with Image.open(figures / name) as image:
+            assert image.size[0] >= 700 and image.size[1] >= 450  # readable without zooming
+    assert "](figures/progression.png)" in report
+    assert "[learning curves](figures/learning_curves/cnn79.png)" in report
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "canonical CIFAR-10 (binary)"),
+        ("../shared/data/cifar10-jpeg.tar.gz", "CIFAR-10 re-encoded as JPEG (lossy)"),
+        ("data/sample/cifar10-sample.tar.gz", "bundled CIFAR-10 sample"),
+        ("/mnt/mirror/my-cifar.tar.gz", "local copy: my-cifar.tar.gz"),
+    ],
+)
+def test_the_data_source_is_named_for_what_it_is(source: str, kind: str) -> None:
+    assert describe_source(source) == kind
