@@ -28,8 +28,11 @@ from deeplecture.params import load_params  # noqa: E402
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite MLflow store for this test only."""
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for the code under test, subprocesses too
+    mlflow.set_tracking_uri(uri)  # for the test's own queries: another test may have set one
     return uri
 
 

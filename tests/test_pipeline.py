@@ -276,7 +276,7 @@ def test_a_diverging_run_exits_non_zero_and_dvc_does_not_record_it(repo: Path) -
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     recorded_before = _lock(repo)["stages"]["train@cnn74"]
     result = subprocess.run(
-        ["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.learning_rate=1e9", "train@cnn74"],
+        ["dvc", "exp", "run", "-S", "train.cnn74.learning_rate=1e9", "train@cnn74"],
         cwd=repo, env=env, capture_output=True, text=True,
     )  # fmt: skip
     output = result.stdout + result.stderr
