@@ -175,13 +175,18 @@ def test_the_mlflow_ui_shows_the_four_runs_side_by_side(repo: Path, mlflow_serve
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
             page.goto(compare)
             for name in names:
                 page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
             assert "test_accuracy" in page.inner_text("body")
+            # The screenshot shows the runs' names, params and metrics side by side: close the
+            # assistant panel and bring the run details to the top.
+            page.get_by_label("Close").first.click(timeout=10_000)
+            page.get_by_text("Run details", exact=True).first.evaluate("e => e.scrollIntoView()")
+            page.get_by_text("test_accuracy", exact=True).last.wait_for(timeout=30_000)
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.screenshot(path=str(SCREENSHOT))
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
