@@ -116,7 +116,7 @@ def run_tags(variant: str, dataset: str, profile: str) -> dict[str, str]:
         "variant": variant,
         "dataset": dataset,
         "profile": profile,
-        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "keras_backend": keras.backend.backend(),  # what Keras runs on, set by env or config
     }
     commit = _git_commit(project_root())
     if commit:
@@ -200,9 +200,8 @@ def log_keras_model(model: keras.Model, example_images: np.ndarray) -> None:
     signature = mlflow.models.infer_signature(
         example_images, model.predict(example_images, verbose=0)
     )
-    backend = keras.backend.backend()
-    backend_package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
-    requirements = [f"keras=={keras.__version__}", _requirement(backend_package)]
+    # Each backend's name is also its package's name.
+    requirements = [f"keras=={keras.__version__}", _requirement(keras.backend.backend())]
     mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
 
 
