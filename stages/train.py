@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
+    from deeplecture.runtime import request_deterministic_kernels
+
+    if params.engine.deterministic:
+        request_deterministic_kernels()  # before the backend starts: XLA reads its flags once
+
     # Imported only now: a bad params.yaml fails in a fraction of a second, before the
     # seconds it takes to load Keras and its backend.
     from deeplecture.data import processed

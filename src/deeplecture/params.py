@@ -134,10 +134,22 @@ class TrainParams(_Strict):
     keep_best: bool = Field(description="restore the weights of the epoch with the lowest val_loss")
 
 
+class EngineParams(_Strict):
+    """How every variant is trained: which loop, how many steps per call, in which precision."""
+
+    loop: Literal["fast", "fit"] = Field(
+        description="fast: many steps per compiled call over device-resident data; fit: Model.fit"
+    )
+    steps_per_call: int = Field(gt=0, description="fast loop: training steps per compiled call")
+    precision: Literal["float32", "mixed_bfloat16"]
+    deterministic: bool = Field(description="ask the backend for deterministic kernels")
+
+
 class Params(_Strict):
     profile: str
     data: DataParams
     preprocess: PreprocessSection
+    engine: EngineParams
     train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88", "fashion"], TrainParams]
     profiles: dict[str, dict[str, Any]]
 

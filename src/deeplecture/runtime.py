@@ -1,4 +1,8 @@
-"""Process-level concerns of a training run: seeds, signals and a description of the hardware."""
+"""Process-level concerns of a training run: seeds, determinism, signals, the hardware.
+
+Keras is imported inside the functions that need it: `request_deterministic_kernels` must run
+before a backend starts, so importing this module starts none.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import platform
 import signal
 from collections.abc import Iterator
 
-import keras
+# XLA (the JAX backend's compiler) reads this flag once, when the backend starts: it makes
+# reductions and scatters (MaxPooling's gradient among them) run deterministically on a GPU.
+XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 class TrainingInterrupted(Exception):
@@ -32,20 +38,41 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the backend; on TensorFlow also make its kernels deterministic.
+def request_deterministic_kernels() -> None:
+    """Set what the backends read when they start: XLA's deterministic-ops flag (JAX) and
+    cuBLAS' fixed workspace (PyTorch on a GPU). Call before Keras runs anything."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_DETERMINISTIC_FLAG}".strip()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-    Same seed, same data, same machine: the same weights (checked by the tests on CPU).
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and the backend; with `deterministic`, ask for deterministic kernels.
+
+    Same seed, same data, same machine: the same weights (checked by the tests on CPU). JAX
+    takes its flag from the environment (`request_deterministic_kernels`), the others here.
     """
+    import keras
+
     keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if deterministic and backend == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        # warn_only: an op with no deterministic kernel warns instead of stopping the run.
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        torch.backends.cudnn.benchmark = not deterministic
 
 
 def describe_device() -> str:
     """A short description of what trains the model: the accelerator if any, else the CPU."""
+    import keras
+
     backend = keras.backend.backend()
     with contextlib.suppress(Exception):
         if backend == "jax":

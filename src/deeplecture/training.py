@@ -2,12 +2,13 @@
 
 Only `keras` is used here, so the same code trains with `KERAS_BACKEND=tensorflow`, `jax` or
 `torch`. Order of events in `train_variant`: settings and data -> checkpoint (resume or fresh) ->
-MLflow run -> fit, checkpointing every epoch -> best epoch's weights restored (`keep_best`) ->
-final model written atomically -> record.
+MLflow run -> the epochs (`engine.loop`: the fast path or `Model.fit`), checkpointing every
+epoch -> best epoch's weights restored (`keep_best`) -> final model written atomically -> record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from deeplecture.atomic import atomic_path, write_json
 from deeplecture.checkpoints import Checkpoint, TrainingState, fingerprint
 from deeplecture.data.processed import ProcessedData
 from deeplecture.data.splits import ImageSplit
+from deeplecture.fastpath.batches import shuffled_passes
+from deeplecture.fastpath.loop import fit_fast
 from deeplecture.models import get_variant
-from deeplecture.params import Params, TrainParams
+from deeplecture.params import EngineParams, Params, TrainParams
 from deeplecture.runtime import describe_device, seed_everything
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -86,19 +89,21 @@ def fit_and_validation_sets(
 def endless_batches(
     split: ImageSplit, batch_size: int, seed: int
 ) -> Iterator[tuple[np.ndarray, ...]]:
-    """Reshuffled passes over `split`, forever, like ImageDataGenerator.flow.
-
-    With `steps_per_epoch` an "epoch" is a number of batches, not a pass (cnn88: 2,000 batches,
-    1.28 passes), so batches keep coming across pass boundaries; the last batch of a pass is
-    short, as in the generator.
-    """
-    rng = np.random.default_rng(seed)
+    """`shuffled_passes` as (images, one-hot labels) batches, for `model.fit`."""
     onehot = split.onehot
-    while True:
-        order = rng.permutation(len(split))
-        for start in range(0, len(order), batch_size):
-            index = np.sort(order[start : start + batch_size])
-            yield split.images[index], onehot[index]
+    for index in shuffled_passes(len(split), batch_size, seed):
+        yield split.images[index], onehot[index]
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build models under the Keras dtype policy `name` ("float32", "mixed_bfloat16")."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 class EpochEnd(keras.callbacks.Callback):
@@ -143,18 +148,25 @@ def train_variant(
     variant = get_variant(variant_name)
     train_params = params.train[variant_name]
     source = getattr(params.data, variant.dataset)
+    engine = params.engine
     run_fingerprint = fingerprint(
-        variant_name, train_params.model_dump(), data.digest, keras.backend.backend()
+        variant_name,
+        train_params.model_dump(),
+        engine.model_dump(),
+        data.digest,
+        keras.backend.backend(),
     )
 
-    seed_everything(train_params.seed)
+    seed_everything(train_params.seed, engine.deterministic)
     checkpoint = Checkpoint(outputs.checkpoint)
     resumed = checkpoint.load(run_fingerprint)
     if resumed:
         model, state = resumed
         print(f"resuming {variant_name} after epoch {state.epochs_done} from {checkpoint.folder}")
     else:
-        model = compile_model(variant.build(data.scaling, train_params.augment), train_params)
+        with dtype_policy(engine.precision):
+            model = variant.build(data.scaling, train_params.augment)
+        model = compile_model(model, train_params)
         state = TrainingState(fingerprint=run_fingerprint)
 
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
@@ -167,6 +179,7 @@ def train_variant(
             mlflow.log_params(
                 {
                     **train_params.model_dump(),
+                    **{f"engine_{key}": value for key, value in engine.model_dump().items()},
                     "variant": variant_name,
                     "profile": params.profile,
                     "data_source": source.effective_source,
@@ -183,7 +196,7 @@ def train_variant(
                 name=f"{variant.dataset}-train",
                 digest=data.digest,
             )
-        _fit(model, train_params, fit_set, validation_set, checkpoint, state)
+        _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state)
         if train_params.keep_best:
             model.load_weights(checkpoint.best_weights(state))
         kept_epoch = state.best_epoch if train_params.keep_best else state.epochs_done - 1
@@ -200,6 +213,7 @@ def train_variant(
             "data_source": source.effective_source,
             "profile": params.profile,
             "backend": keras.backend.backend(),
+            "engine": engine.model_dump(),
             "device": describe_device(),
             "keras_version": keras.__version__,
         }
@@ -221,6 +235,7 @@ def train_variant(
 def _fit(
     model: keras.Model,
     params: TrainParams,
+    engine: EngineParams,
     fit_set: ImageSplit,
     validation_set: ImageSplit,
     checkpoint: Checkpoint,
@@ -234,9 +249,45 @@ def _fit(
     ]
     if params.lr_schedule == "lecture88":
         callbacks.append(keras.callbacks.LearningRateScheduler(lecture88_schedule))
+    # A resumed run continues with a new batch order: the seed moves on with the epochs done.
+    batch_seed = params.seed + state.epochs_done
+    if engine.loop == "fast":
+        fit_fast(
+            model,
+            fit_set,
+            validation_set,
+            batch_size=params.batch_size,
+            epochs=params.epochs,
+            initial_epoch=state.epochs_done,
+            steps_per_epoch=params.steps_per_epoch,
+            steps_per_call=engine.steps_per_call,
+            seed=batch_seed,
+            callbacks=callbacks,
+        )
+    else:
+        _fit_keras(model, params, fit_set, validation_set, state.epochs_done, batch_seed, callbacks)
+    if state.epochs_done < params.epochs:
+        # Both loops only end early when TerminateOnNaN stopped them.
+        checkpoint.clear()  # divergence is deterministic: resuming it would diverge again
+        raise TrainingDiverged(
+            f"loss became NaN or infinite in epoch {state.epochs_done + 1}; no model was saved "
+            f"(learning_rate={params.learning_rate})"
+        )
+
+
+def _fit_keras(
+    model: keras.Model,
+    params: TrainParams,
+    fit_set: ImageSplit,
+    validation_set: ImageSplit,
+    initial_epoch: int,
+    batch_seed: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """The reference loop: `Model.fit` as the lecture's scripts call it."""
     common = {
         "epochs": params.epochs,
-        "initial_epoch": state.epochs_done,
+        "initial_epoch": initial_epoch,
         "validation_data": (validation_set.images, validation_set.onehot),
         "callbacks": callbacks,
         "verbose": 2,
@@ -246,15 +297,8 @@ def _fit(
             fit_set.images, fit_set.onehot, batch_size=params.batch_size, shuffle=True, **common
         )
     else:
-        batches = endless_batches(fit_set, params.batch_size, seed=params.seed + state.epochs_done)
+        batches = endless_batches(fit_set, params.batch_size, seed=batch_seed)
         model.fit(batches, steps_per_epoch=params.steps_per_epoch, **common)
-    if state.epochs_done < params.epochs:
-        # fit only ends early when TerminateOnNaN stopped it.
-        checkpoint.clear()  # divergence is deterministic: resuming it would diverge again
-        raise TrainingDiverged(
-            f"loss became NaN or infinite in epoch {state.epochs_done + 1}; no model was saved "
-            f"(learning_rate={params.learning_rate})"
-        )
 
 
 def _save_model(model: keras.Model, path: Path) -> None:

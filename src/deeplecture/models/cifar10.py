@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers, regularizers
 
-from deeplecture.models.common import scaling_layer
+from deeplecture.models.common import scaling_layer, softmax_output
 from deeplecture.scaling import Scaling
 
 INPUT_SHAPE = (32, 32, 3)
@@ -70,7 +70,7 @@ def build_cnn84(scaling: Scaling, augment: bool = False) -> keras.Model:
     h = layers.MaxPooling2D((2, 2))(h)
     h = layers.Dropout(0.4)(h)
     h = layers.Flatten()(h)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="output")(h)
+    outputs = softmax_output(NUM_CLASSES)(h)
     return keras.Model(inputs, outputs, name="cnn84")
 
 
@@ -111,7 +111,7 @@ def _dense_head(inputs: keras.KerasTensor, h: keras.KerasTensor, name: str) -> k
     h = layers.Dropout(0.2)(h)
     h = layers.Dense(512, activation="relu", name="poolhidden")(h)
     h = layers.Dropout(0.2)(h)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="output")(h)
+    outputs = softmax_output(NUM_CLASSES)(h)
     return keras.Model(inputs, outputs, name=name)
 
 

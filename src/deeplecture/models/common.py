@@ -16,3 +16,10 @@ def scaling_layer(scaling: Scaling) -> layers.Rescaling:
         offset=np.asarray(scaling.offset, dtype="float32"),
         name="scaling",
     )
+
+
+def softmax_output(classes: int) -> layers.Dense:
+    """The classifier's last layer. Always float32: under the mixed_bfloat16 policy the
+    probabilities, and so the cross-entropy, keep full precision (Keras' mixed-precision advice);
+    under float32 this changes nothing."""
+    return layers.Dense(classes, activation="softmax", name="output", dtype="float32")

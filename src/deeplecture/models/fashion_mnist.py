@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from deeplecture.models.common import scaling_layer
+from deeplecture.models.common import scaling_layer, softmax_output
 from deeplecture.scaling import Scaling
 
 INPUT_SHAPE = (28, 28, 1)
@@ -34,5 +34,5 @@ def build_fashion(scaling: Scaling, augment: bool = False) -> keras.Model:
     h = layers.Flatten()(h)
     h = layers.Dense(256, activation="relu", name="hidden")(h)
     h = layers.Dropout(0.5)(h)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="output")(h)
+    outputs = softmax_output(NUM_CLASSES)(h)
     return keras.Model(inputs, outputs, name="fashion")

@@ -1,0 +1,86 @@
+"""`fit_fast`: the epochs of `model.fit`, driven over a step runner.
+
+Same contract as `fit` for what the pipeline relies on: the same Keras callbacks are called at
+the same points (`on_epoch_begin` before an epoch, so LearningRateScheduler works;
+`on_train_batch_end` after each call, so TerminateOnNaN works; `on_epoch_end` with `loss`,
+`accuracy`, `val_loss`, `val_accuracy` as the running means `fit` reports), and an epoch stopped
+by a callback still ends with validation and `on_epoch_end`, as in `fit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import keras
+
+from deeplecture.data.splits import ImageSplit
+from deeplecture.fastpath.batches import epoch_batches, group_steps, shuffled_passes, steps_in_epoch
+from deeplecture.fastpath.runners import make_runner
+
+# Validation runs forward only, with batch normalization's moving statistics and no dropout, so
+# its results do not depend on the batch size; large batches make it a few calls an epoch.
+VALIDATION_BATCH_SIZE = 1024
+
+
+def fit_fast(
+    model: keras.Model,
+    fit_set: ImageSplit,
+    validation_set: ImageSplit,
+    *,
+    batch_size: int,
+    epochs: int,
+    initial_epoch: int,
+    steps_per_epoch: int | None,
+    steps_per_call: int,
+    seed: int,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> None:
+    """Train `model` (compiled) from `initial_epoch` to `epochs` on `fit_set`.
+
+    Batches come from `shuffled_passes(seed)`: one reshuffled pass an epoch, or
+    `steps_per_epoch` batches that run on across passes (cnn88), as the fit path's generator.
+    """
+    runner = make_runner(model, fit_set.images, fit_set.onehot, batch_size, steps_per_call)
+    callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
+    stream = shuffled_passes(len(fit_set), batch_size, seed)
+    steps = steps_in_epoch(len(fit_set), batch_size, steps_per_epoch)
+
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        started = time.perf_counter()
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs: dict[str, float] = {}
+        steps_done = 0
+        for indices in group_steps(epoch_batches(stream, steps), batch_size, steps_per_call):
+            runner.train(indices)
+            steps_done += len(indices)
+            logs = _floats(model.get_metrics_result())
+            callback_list.on_train_batch_end(steps_done - 1, logs)
+            if model.stop_training:
+                break
+        validation = model.evaluate(
+            validation_set.images,
+            validation_set.onehot,
+            batch_size=VALIDATION_BATCH_SIZE,
+            verbose=0,
+            return_dict=True,
+        )
+        logs.update({f"val_{key}": value for key, value in _floats(validation).items()})
+        _print_epoch(epoch, epochs, steps_done, time.perf_counter() - started, logs)
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+
+
+def _floats(logs: dict[str, object]) -> dict[str, float]:
+    return {key: float(keras.ops.convert_to_numpy(value)) for key, value in logs.items()}
+
+
+def _print_epoch(epoch: int, epochs: int, steps: int, seconds: float, logs: dict) -> None:
+    # The line fit(verbose=2) prints, so logs of both paths read alike.
+    metrics = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+    print(f"Epoch {epoch + 1}/{epochs}\n{steps}/{steps} - {seconds:.1f}s - {metrics}", flush=True)
