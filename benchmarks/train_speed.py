@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py --data data/processed/cifar10 --variant cnn74 \
         [--train-images 5000 --test-images 1000] [--epochs 3] [--arms plain,pipeline] [--json F]
+    python benchmarks/train_speed.py --show F     # the table of a saved run
 
 Arms (each runs in a process of its own, so none inherits another's compiled functions):
   plain     a plain port of the lecture's script: pixels / 255 on the host as float32, then
@@ -39,7 +40,7 @@ RESULT_PREFIX = "RESULT "
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a preprocessed dataset folder")
+    parser.add_argument("--data", type=Path, help="a preprocessed dataset folder")
     parser.add_argument("--variant", default="cnn74")
     parser.add_argument("--epochs", type=int, help="default: the variant's params.yaml epochs")
     parser.add_argument("--train-images", type=int, help="use the first N training images")
@@ -47,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default="plain,pipeline", help=f"comma-separated: {ARMS}")
     parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--show", type=Path, help="print the table of a saved --json file")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one arm, in a child
     args = parser.parse_args(argv)
+    if args.show:
+        print(format_table(json.loads(args.show.read_text())))
+        return 0
+    if args.data is None:
+        parser.error("--data is required (a preprocessed dataset folder)")
     if args.arm:
         result = run_arm(args)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
