@@ -27,6 +27,16 @@ def test_the_gpu_script_runs_the_commands_dvc_yaml_gives() -> None:
         run_progression.stage_command("train", "cnn99")
 
 
+def test_the_xla_flag_probe_compiles_a_maxpool_gradient_or_names_the_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run_progression.probe_xla_deterministic_flag()["accepted"]
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_no_such_flag=true")  # as an XLA without the flag
+    refused = run_progression.probe_xla_deterministic_flag()
+    assert not refused["accepted"] and "xla_no_such_flag" in refused["error"]
+
+
 @pytest.mark.slow
 def test_the_benchmark_prints_the_arms_side_by_side(tmp_path: Path, tiny_data: Path) -> None:
     params = write_params(tmp_path, {})

@@ -84,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
 def run_phases(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     phases = args.phases.split(",")
     summary: dict[str, Any] = {"environment": describe_environment(), "overrides": overrides}
+    if summary["environment"]["keras_backend"] == "jax":
+        probe = probe_xla_deterministic_flag()
+        summary["xla_deterministic_flag"] = probe
+        if not probe["accepted"]:
+            # Unknown to this XLA: every stage would abort at start-up. Train without it and say so.
+            print(f"warning: XLA refused {XLA_FLAG}: {probe['error']}; training with "
+                  "engine.deterministic=false", flush=True)  # fmt: skip
+            overrides["engine.deterministic"] = False
+            write_params(PROJECT_ROOT / "params.yaml", {"engine.deterministic": False})
     print(json.dumps(summary["environment"], indent=2), flush=True)
     extra = PROJECT_ROOT / "gpu-results"
     extra.mkdir(exist_ok=True)
@@ -156,6 +165,28 @@ def run_progression(variants: list[str]) -> dict[str, Any]:
         "ordering_holds": ordering,
         "stage_seconds": seconds,
     }
+
+
+# MaxPooling's gradient (a scatter) is what XLA's deterministic-ops flag changes on a GPU.
+XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+XLA_PROBE = """
+import jax, jax.numpy as jnp
+def pooled_sum(x):
+    window = (1, 2, 2, 1)
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID").sum()
+print(float(jax.jit(jax.grad(pooled_sum))(jnp.ones((8, 32, 32, 3))).sum()))
+"""
+
+
+def probe_xla_deterministic_flag() -> dict[str, Any]:
+    """Whether this JAX's XLA accepts the flag and compiles a MaxPooling gradient under it."""
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {XLA_FLAG}".strip()}
+    done = subprocess.run(
+        [sys.executable, "-c", XLA_PROBE], env=env, capture_output=True, text=True, check=False
+    )
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    error = lines[-1] if lines and done.returncode != 0 else None
+    return {"flag": XLA_FLAG, "accepted": done.returncode == 0, "error": error}
 
 
 def run_benchmark(json_path: Path, arguments: list[str]) -> dict[str, Any]:

@@ -61,7 +61,9 @@ def pad_rows(indices: np.ndarray, batch_size: int, steps_per_call: int) -> np.nd
     return np.concatenate([indices, padding])
 
 
-class JaxRunner:
+class _CompiledLoopRunner:
+    """A runner whose calls are compiled programs over a (steps, batch) index array."""
+
     def __init__(
         self,
         model: keras.Model,
@@ -70,11 +72,23 @@ class JaxRunner:
         batch_size: int,
         steps_per_call: int,
     ) -> None:
+        self.model, self.batch_size, self.steps_per_call = model, batch_size, steps_per_call
+        self.input_dtype = model.inputs[0].dtype
+        self._compile(images, onehot)
+
+    def _compile(self, images: np.ndarray, onehot: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def padded(self, indices: np.ndarray) -> np.ndarray:
+        return pad_rows(indices, self.batch_size, self.steps_per_call)
+
+
+class JaxRunner(_CompiledLoopRunner):
+    def _compile(self, images: np.ndarray, onehot: np.ndarray) -> None:
         import jax
 
-        self.model, self.batch_size, self.steps_per_call = model, batch_size, steps_per_call
+        model, input_dtype = self.model, self.input_dtype
         self.images, self.onehot = jax.device_put(images), jax.device_put(onehot)
-        input_dtype = model.inputs[0].dtype
 
         def step(state: Any, images: Any, onehot: Any, row: Any) -> Any:
             _, state = model.train_step(state, (images[row].astype(input_dtype), onehot[row]))
@@ -102,8 +116,8 @@ class JaxRunner:
         )
         state = tuple([v.value for v in group] for group in variables)
         if self.loop_on_device:
-            padded = pad_rows(indices, self.batch_size, self.steps_per_call)
-            state = self._run(state, self.images, self.onehot, padded, np.int32(len(indices)))
+            count = np.int32(len(indices))
+            state = self._run(state, self.images, self.onehot, self.padded(indices), count)
         else:
             for row in indices:
                 state = self._step(state, self.images, self.onehot, row.astype(np.int32))
@@ -112,20 +126,12 @@ class JaxRunner:
                 variable.assign(value)
 
 
-class TensorFlowRunner:
-    def __init__(
-        self,
-        model: keras.Model,
-        images: np.ndarray,
-        onehot: np.ndarray,
-        batch_size: int,
-        steps_per_call: int,
-    ) -> None:
+class TensorFlowRunner(_CompiledLoopRunner):
+    def _compile(self, images: np.ndarray, onehot: np.ndarray) -> None:
         import tensorflow as tf
 
-        self.batch_size, self.steps_per_call = batch_size, steps_per_call
+        model, input_dtype = self.model, self.input_dtype
         images, onehot = tf.constant(images), tf.constant(onehot)
-        input_dtype = model.inputs[0].dtype
 
         @tf.function(jit_compile=bool(model.jit_compile))
         def run(indices: tf.Tensor, count: tf.Tensor) -> None:
@@ -136,8 +142,7 @@ class TensorFlowRunner:
         self._run = run
 
     def train(self, indices: np.ndarray) -> None:
-        padded = pad_rows(indices, self.batch_size, self.steps_per_call)
-        self._run(padded, np.int32(len(indices)))
+        self._run(self.padded(indices), np.int32(len(indices)))
 
 
 class TorchRunner:
