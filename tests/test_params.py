@@ -49,6 +49,9 @@ def test_an_explicit_source_wins_over_the_profile_default(tmp_path: Path) -> Non
         ({"train.cnn74.epochs": "25"}, "train.cnn74.epochs"),
         ({"train.cnn74.learning_rate": "fast"}, "train.cnn74.learning_rate"),
         ({"preprocess.cifar10.scaling": "minmax"}, "preprocess.cifar10.scaling"),
+        ({"engine.loop": "turbo"}, "engine.loop"),
+        ({"engine.steps_per_call": 0}, "engine.steps_per_call"),
+        ({"engine.precision": "float16"}, "engine.precision"),
         ({"profile": "tiny"}, "profile: unknown profile 'tiny'"),
         (
             {"profile": "smoke", "profiles.smoke.train.cnn74.epoch": 1},
