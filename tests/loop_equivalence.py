@@ -6,6 +6,7 @@ Imported by the tests (TensorFlow, in process) and run as a script under another
 prints one JSON line per VARIANT:STEPS_PER_EPOCH:EPOCHS. `--device-loop` makes JAX run its
 on-device loop even on a CPU (the path a GPU takes), which it otherwise only uses on an
 accelerator. Variant `probe` is a small network with batch normalization and no dropout.
+`--save-model PATH` saves the last case's fast-trained model (and its validation probabilities).
 
 The two loops run the same operations, but not in the same compiled program, so float rounding
 differs in the last bits; training amplifies that step by step (TensorFlow, cnn84: 1e-5 after
@@ -66,8 +67,13 @@ def _fresh_model(variant: str) -> keras.Model:
     return model
 
 
-def train_both_ways(variant: str, steps_per_epoch: int, epochs: int) -> dict[str, object]:
-    """Max weight difference and each loop's last-epoch logs, after the same training."""
+def train_both_ways(
+    variant: str, steps_per_epoch: int, epochs: int, save_model: Path | None = None
+) -> dict[str, object]:
+    """Max weight difference and each loop's last-epoch logs, after the same training.
+
+    `save_model`: also save the fast-trained model there, and its validation probabilities
+    beside it (`<path>.npy`), for a check under another backend."""
     images, labels = learnable_images(200, seed=1)
     fit_set, validation_set = (
         ImageSplit(images[:180], labels[:180]),
@@ -99,6 +105,9 @@ def train_both_ways(variant: str, steps_per_epoch: int, epochs: int) -> dict[str
         seed=seed,
         callbacks=[schedule, fast_logs],
     )
+    if save_model is not None:
+        fast.save(save_model)
+        np.save(f"{save_model}.npy", fast.predict(validation_set.images, verbose=0))
     difference = max(
         float(np.max(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))))
         for a, b in zip(reference.weights, fast.weights, strict=True)
@@ -124,9 +133,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="+", help="VARIANT:STEPS_PER_EPOCH:EPOCHS")
     parser.add_argument("--device-loop", action="store_true")
+    parser.add_argument("--save-model", type=Path, help="save the last case's fast model here")
     args = parser.parse_args()
     if args.device_loop:
         runners.JaxRunner = _DeviceLoopJaxRunner  # what make_runner builds on the JAX backend
-    for case in args.cases:
+    for number, case in enumerate(args.cases, start=1):
         variant, steps, epochs = case.split(":")
-        print(json.dumps(train_both_ways(variant, int(steps), int(epochs))), flush=True)
+        save = args.save_model if number == len(args.cases) else None
+        print(json.dumps(train_both_ways(variant, int(steps), int(epochs), save)), flush=True)
