@@ -3,10 +3,14 @@
 # machine needs, in two git-ignored folders that the device run carries.
 #   .whl/  the wheels of scripts/gpu/wheels.txt (Python 3.12, x86-64 Linux)
 #   .gpu/  the CIFAR-10 archive to train on
-# Usage: bash scripts/gpu/prepare.sh [ARCHIVE]   (default: ../shared/data/cifar10-jpeg.tar.gz)
+# Usage: bash scripts/gpu/prepare.sh ARCHIVE   (a CIFAR-10 archive: binary or image folders)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-archive="${1:-../shared/data/cifar10-jpeg.tar.gz}"
+if [ $# -ne 1 ]; then
+    echo "usage: bash scripts/gpu/prepare.sh ARCHIVE   (the CIFAR-10 archive to train on)" >&2
+    exit 2
+fi
+archive="$1"
 if [ ! -f "$archive" ]; then
     echo "error: $archive: no such file (pass the CIFAR-10 archive to train on)" >&2
     exit 1
