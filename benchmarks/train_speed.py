@@ -118,7 +118,6 @@ def run_arm(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from deeplecture.data import processed
-    from deeplecture.data.splits import ImageSplit
     from deeplecture.models import get_variant
     from deeplecture.runtime import describe_device, seed_everything
     from deeplecture.scaling import Scaling
@@ -130,9 +129,9 @@ def run_arm(args: argparse.Namespace) -> dict:
     data = processed.load(args.data)
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
     if args.train_images:
-        fit_set = _first(fit_set, args.train_images, ImageSplit)
-        validation_set = _first(validation_set, max(1, round(args.train_images / 9)), ImageSplit)
-    test_set = _first(data.test, args.test_images, ImageSplit) if args.test_images else data.test
+        fit_set = _first(fit_set, args.train_images)
+        validation_set = _first(validation_set, max(1, round(args.train_images / 9)))
+    test_set = _first(data.test, args.test_images) if args.test_images else data.test
     variant = get_variant(args.variant)
     seed_everything(train_params.seed, engine.deterministic)
     timer = _epoch_timer()
@@ -214,8 +213,11 @@ def _epoch_timer():  # noqa: ANN202 - Keras is imported only after the backend's
     return EpochTimer()
 
 
-def _first(split, count: int, split_type):  # noqa: ANN001, ANN202
-    return split_type(split.images[:count], split.labels[:count])
+def _first(split, count: int):  # noqa: ANN001, ANN202
+    """The first `count` images of `split` (the 90/10 split keeps its ratio in subset mode)."""
+    from deeplecture.data.splits import ImageSplit
+
+    return ImageSplit(split.images[:count], split.labels[:count])
 
 
 def _plain_generator(x, y, batch_size: int):  # noqa: ANN001, ANN202
