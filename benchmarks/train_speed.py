@@ -121,7 +121,12 @@ def run_arm(args: argparse.Namespace) -> dict:
     from deeplecture.models import get_variant
     from deeplecture.runtime import describe_device, seed_everything
     from deeplecture.scaling import Scaling
-    from deeplecture.training import compile_model, dtype_policy, fit_and_validation_sets
+    from deeplecture.training import (
+        compile_model,
+        dtype_policy,
+        fit_and_validation_sets,
+        run_epochs,
+    )
 
     train_params = params.train[args.variant]
     epochs = args.epochs or train_params.epochs
@@ -155,23 +160,13 @@ def run_arm(args: argparse.Namespace) -> dict:
             )  # fmt: skip
         test_x = test_set.images.astype("float32") / 255
     else:
-        from deeplecture.fastpath.loop import fit_fast
-
         with dtype_policy(engine.precision):
             model = variant.build(data.scaling, train_params.augment)
         model = compile_model(model, train_params)
-        if engine.loop == "fast":
-            fit_fast(
-                model, fit_set, validation_set, batch_size=train_params.batch_size,
-                epochs=epochs, initial_epoch=0, steps_per_epoch=train_params.steps_per_epoch,
-                steps_per_call=engine.steps_per_call, seed=train_params.seed, callbacks=[timer],
-            )  # fmt: skip
-        else:
-            model.fit(
-                fit_set.images, fit_set.onehot, batch_size=train_params.batch_size,
-                epochs=epochs, validation_data=(validation_set.images, validation_set.onehot),
-                callbacks=[timer], verbose=2,
-            )  # fmt: skip
+        run_epochs(
+            model, train_params, engine, fit_set, validation_set,
+            initial_epoch=0, batch_seed=train_params.seed, callbacks=[timer],
+        )  # fmt: skip
         test_x = test_set.images
     test = model.evaluate(test_x, test_set.onehot, batch_size=1024, verbose=0, return_dict=True)
     later = timer.seconds[1:] or timer.seconds
@@ -221,14 +216,12 @@ def _first(split, count: int):  # noqa: ANN001, ANN202
 
 
 def _plain_generator(x, y, batch_size: int):  # noqa: ANN001, ANN202
-    import numpy as np
+    """Reshuffled batches forever, as the lecture's ImageDataGenerator.flow (no augmentation
+    here: in these models it is a layer)."""
+    from deeplecture.fastpath.batches import shuffled_passes
 
-    rng = np.random.default_rng(0)
-    while True:
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), batch_size):
-            index = order[start : start + batch_size]
-            yield x[index], y[index]
+    for index in shuffled_passes(len(x), batch_size, seed=0):
+        yield x[index], y[index]
 
 
 def _images_per_epoch(train_images: int, train_params) -> int:  # noqa: ANN001

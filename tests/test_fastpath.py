@@ -111,7 +111,7 @@ def test_the_fast_path_trains_what_fit_trains_on_torch() -> None:
 
 
 @pytest.mark.parametrize("loop", ["fast", "fit"])
-def test_both_loops_train_resume_and_record_their_engine(
+def test_both_loops_train_and_record_their_engine(
     loop: str, tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
     params = load_params(write_params(tmp_path, {**TINY, "engine.loop": loop}))

@@ -250,22 +250,16 @@ def _fit(
     if params.lr_schedule == "lecture88":
         callbacks.append(keras.callbacks.LearningRateScheduler(lecture88_schedule))
     # A resumed run continues with a new batch order: the seed moves on with the epochs done.
-    batch_seed = params.seed + state.epochs_done
-    if engine.loop == "fast":
-        fit_fast(
-            model,
-            fit_set,
-            validation_set,
-            batch_size=params.batch_size,
-            epochs=params.epochs,
-            initial_epoch=state.epochs_done,
-            steps_per_epoch=params.steps_per_epoch,
-            steps_per_call=engine.steps_per_call,
-            seed=batch_seed,
-            callbacks=callbacks,
-        )
-    else:
-        _fit_keras(model, params, fit_set, validation_set, state.epochs_done, batch_seed, callbacks)
+    run_epochs(
+        model,
+        params,
+        engine,
+        fit_set,
+        validation_set,
+        initial_epoch=state.epochs_done,
+        batch_seed=params.seed + state.epochs_done,
+        callbacks=callbacks,
+    )
     if state.epochs_done < params.epochs:
         # Both loops only end early when TerminateOnNaN stopped them.
         checkpoint.clear()  # divergence is deterministic: resuming it would diverge again
@@ -273,6 +267,37 @@ def _fit(
             f"loss became NaN or infinite in epoch {state.epochs_done + 1}; no model was saved "
             f"(learning_rate={params.learning_rate})"
         )
+
+
+def run_epochs(
+    model: keras.Model,
+    params: TrainParams,
+    engine: EngineParams,
+    fit_set: ImageSplit,
+    validation_set: ImageSplit,
+    *,
+    initial_epoch: int,
+    batch_seed: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """Train the compiled `model` from `initial_epoch` to `params.epochs` with `engine.loop`.
+
+    The one place that picks the loop: the pipeline and the benchmark both call it."""
+    if engine.loop == "fast":
+        fit_fast(
+            model,
+            fit_set,
+            validation_set,
+            batch_size=params.batch_size,
+            epochs=params.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=params.steps_per_epoch,
+            steps_per_call=engine.steps_per_call,
+            seed=batch_seed,
+            callbacks=callbacks,
+        )
+    else:
+        _fit_keras(model, params, fit_set, validation_set, initial_epoch, batch_seed, callbacks)
 
 
 def _fit_keras(

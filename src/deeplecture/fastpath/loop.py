@@ -45,6 +45,7 @@ def fit_fast(
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
     stream = shuffled_passes(len(fit_set), batch_size, seed)
     steps = steps_in_epoch(len(fit_set), batch_size, steps_per_epoch)
+    validation_labels = validation_set.onehot  # made once, not every epoch
 
     model.stop_training = False
     callback_list.on_train_begin()
@@ -63,7 +64,7 @@ def fit_fast(
                 break
         validation = model.evaluate(
             validation_set.images,
-            validation_set.onehot,
+            validation_labels,
             batch_size=VALIDATION_BATCH_SIZE,
             verbose=0,
             return_dict=True,

@@ -101,9 +101,10 @@ class JaxRunner(_CompiledLoopRunner):
         # The state is donated: its buffers are reused for the result, not copied.
         self._run = jax.jit(run, donate_argnums=0)
         self._step = jax.jit(step, donate_argnums=0)
-        # XLA's CPU backend runs convolutions inside a loop about 11x slower than the same
-        # steps dispatched one by one (cnn84, batch 32: 0.97 s against 0.09 s a step, jax
-        # 0.10.2), so on a CPU the loop stays in Python; the data stays resident either way.
+        # XLA's CPU backend runs convolutions inside a loop about 10x slower than the same
+        # steps dispatched one by one (benchmarks/jax_cpu_loop.py: cnn84, batch 32, 1.95 s
+        # against 0.19 s a step, jax 0.10.2, 2 cores), so on a CPU the loop stays in Python;
+        # the data stays resident either way.
         self.loop_on_device = jax.devices()[0].platform != "cpu"
 
     def train(self, indices: np.ndarray) -> None:
