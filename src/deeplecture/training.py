@@ -282,7 +282,8 @@ def run_epochs(
 ) -> None:
     """Train the compiled `model` from `initial_epoch` to `params.epochs` with `engine.loop`.
 
-    The one place that picks the loop: the pipeline and the benchmark both call it."""
+    The one place that picks the loop: the pipeline and the benchmark both call it. `fit` is
+    the reference: `Model.fit` as the lecture's scripts call it."""
     if engine.loop == "fast":
         fit_fast(
             model,
@@ -296,20 +297,7 @@ def run_epochs(
             seed=batch_seed,
             callbacks=callbacks,
         )
-    else:
-        _fit_keras(model, params, fit_set, validation_set, initial_epoch, batch_seed, callbacks)
-
-
-def _fit_keras(
-    model: keras.Model,
-    params: TrainParams,
-    fit_set: ImageSplit,
-    validation_set: ImageSplit,
-    initial_epoch: int,
-    batch_seed: int,
-    callbacks: list[keras.callbacks.Callback],
-) -> None:
-    """The reference loop: `Model.fit` as the lecture's scripts call it."""
+        return
     common = {
         "epochs": params.epochs,
         "initial_epoch": initial_epoch,
