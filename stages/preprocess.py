@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for warning in processed.missing_class_warnings(data.info):
+        print(f"warning: {warning}", file=sys.stderr)
     counts = data.info["counts"]
     print(
         f"{args.out}: {counts['train']} train, {counts['validation']} validation, "

@@ -3,8 +3,10 @@
     python stages/train.py cnn74 --data data/processed/cifar10 --model models/cifar10/cnn74.keras \
         --record models/cifar10/cnn74.train.json --history plots/cifar10/cnn74/history.csv
 
-Exit status: 0 trained; 1 bad params, data, or the loss diverged (no model written);
-143 stopped by SIGTERM (run marked KILLED, checkpoint kept: rerun to resume).
+Exit status: 0 trained; 1 bad params or data, the loss diverged (no model written), or the
+MLflow store failed (finished epochs kept: rerun to resume); 143 stopped by SIGTERM (run marked
+KILLED, checkpoint kept: rerun to resume). Checkpoints live in checkpoints/ at the repository
+root, also for `dvc exp run --temp` and queued experiments.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--record", type=Path, required=True, help="training record (JSON)")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics (CSV)")
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--checkpoints", type=Path, help="default: checkpoints/ at the root")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
@@ -42,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported only now: a bad params.yaml fails in a fraction of a second, before the
     # seconds it takes to load Keras and its backend.
+    from deeplecture.checkpoints import CheckpointBusy
     from deeplecture.data import processed
+    from deeplecture.project import checkpoints_root
     from deeplecture.runtime import TrainingInterrupted, sigterm_raises
     from deeplecture.tracking import TrackingUnavailable
     from deeplecture.training import TrainingDiverged, TrainingOutputs, train_variant
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = processed.load(args.data)
         outputs = TrainingOutputs(
-            args.model, args.record, args.history, args.checkpoints / args.variant
+            args.model, args.record, args.history, args.checkpoints or checkpoints_root()
         )
         with sigterm_raises():
             record = train_variant(args.variant, params, data, outputs)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             f"interrupted: {error}; rerun to resume from the last finished epoch", file=sys.stderr
         )
         return 143
-    except (TrackingUnavailable, TrainingDiverged, OSError, ValueError) as error:
+    except (TrackingUnavailable, CheckpointBusy, TrainingDiverged, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{args.model}: {record['epochs']} epochs in {record['train_seconds']:.0f} s")

@@ -9,7 +9,9 @@ HTTP server on 127.0.0.1 (tests/http_server.py); crafted archives from tests/arc
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +33,10 @@ from archive_factory import (
     make_malicious_archive,
     make_python_format_archive,
     random_images,
+    write_tar,
 )
-from conftest import write_params
+from conftest import PROJECT_ROOT, write_params
+from deeplecture.data.cifar10 import CLASS_NAMES
 from deeplecture.params import load_params
 from http_server import serve_directory
 from stage_runner import FAIL_FAST_S, Stage, assert_refused, run_stage
@@ -444,3 +448,52 @@ def test_lr_in_exponent_notation_reads_as_dvc_reads_it(ws: Workspace) -> None:
     stage = run_stage("download", ws.work, "cifar10", "--out", ws.out)
     assert stage.returncode == 0, stage.stderr  # accepted by the stage as well
     assert sha256(ws.out) == sha256(good)
+
+
+# --- archives built to exhaust memory ----------------------------------------------------
+
+
+def _preprocess_peak(work: Path, archive: Path) -> tuple[Stage, float]:
+    """Run the preprocess stage on `archive`; its result and its peak memory in MB."""
+    stage_script = PROJECT_ROOT / "stages" / "preprocess.py"
+    argv = ["preprocess.py", "cifar10", "--archive", str(archive), "--out", str(work / "out"),
+            "--params", str(work / "params.yaml")]  # fmt: skip
+    code = (
+        "import atexit, resource, runpy, sys\n"
+        "atexit.register(lambda: print('peak_kb', resource.getrusage(resource.RUSAGE_SELF)"
+        ".ru_maxrss, file=sys.stderr))\n"
+        f"sys.argv = {argv!r}\n"
+        f"runpy.run_path({str(stage_script)!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=300
+    )
+    peak_kb = int(re.search(r"^peak_kb (\d+)$", done.stderr, re.M).group(1))
+    stderr = re.sub(r"^peak_kb \d+\n", "", done.stderr, flags=re.M)
+    return Stage(done.returncode, done.stdout, stderr, 0.0, 0.0), peak_kb / 1024
+
+
+@pytest.mark.parametrize(
+    ("size", "named"),
+    [
+        (1024 * 1024, "far too large for a 32x32 image"),  # over the cap: refused unread
+        (60 * 1024, "not a JPEG or PNG file"),  # under it: refused at the first decode
+    ],
+)
+def test_an_archive_of_zero_filled_images_is_refused_in_bounded_memory(
+    tmp_path: Path, size: int, named: str
+) -> None:
+    """500 zero-filled "JPEGs" compress to almost nothing; reading them all before decoding
+    would take 500 times their size in memory."""
+    write_params(tmp_path, {})
+    zeros = bytes(size)
+    members = {
+        f"{'train' if index < 450 else 'test'}/{CLASS_NAMES[index % 10]}/{index:04d}.jpg": zeros
+        for index in range(500)
+    }
+    archive = write_tar(tmp_path / "zeros.tar.gz", members)
+    stage, peak_mb = _preprocess_peak(tmp_path, archive)
+    assert_refused(stage, named, "train/airplane/0000.jpg")
+    assert "BytesIO" not in stage.stderr
+    print(f"{len(members)} members of {size // 1024} KiB: refused at a peak of {peak_mb:.0f} MB")
+    assert peak_mb < 50 + 200  # the interpreter and libraries, far from 500 x the member size

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import mlflow.keras
 import pytest
 
 from conftest import CONTRACT_METRIC_KEYS, PROJECT_ROOT
+from mlflow_server import mlflow_server as running_mlflow_server
 from project_repo import make_project_repo, run_command
 
 pytestmark = pytest.mark.slow
@@ -39,9 +39,9 @@ VARIANTS = ("cnn74", "cnn79", "cnn84", "cnn88")
 # Smaller than the smoke profile itself, to keep the suite quick; same code path.
 FAST = [
     "-S",
-    "profiles.smoke.preprocess.cifar10.train_limit=400",
+    "preprocess.cifar10.train_limit=400",
     "-S",
-    "profiles.smoke.train.cnn88.steps_per_epoch=8",
+    "train.cnn88.steps_per_epoch=8",
 ]
 
 
@@ -115,29 +115,8 @@ def test_the_mlflow_store_holds_four_complete_runs(repo: Path) -> None:
 @pytest.fixture
 def mlflow_server(repo: Path) -> Iterator[str]:
     """A real `mlflow server` on a free loopback port, serving the pipeline's store."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+    with running_mlflow_server(f"sqlite:///{repo / 'mlflow.db'}") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _api(url: str, path: str, body: dict | None = None) -> dict:
@@ -208,14 +187,22 @@ def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(r
     again = run_command(["dvc", "repro"], repo)
     assert "Running stage" not in again
 
-    changed = run_command(["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.epochs=1"], repo)
+    # The user's value wins over the smoke profile's 2 epochs, and is what DVC and MLflow show.
+    changed = run_command(["dvc", "exp", "run", "-S", "train.cnn74.epochs=1"], repo)
     ran = sorted(
         line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage")
     )
     assert ran == ["evaluate@cnn74", "report", "train@cnn74"]
+    assert json.loads((repo / "metrics" / "cifar10" / "cnn74.json").read_text())["epochs"] == 1
+    import dvc.api
 
-    # Back to 2 epochs: DVC restores train@cnn74 from its run cache; no empty duplicate run.
-    restored = run_command(["dvc", "exp", "run", "-S", "profiles.smoke.train.cnn74.epochs=2"], repo)
+    assert dvc.api.params_show(repo=str(repo))["train"]["cnn74"]["epochs"] == 1  # dvc exp show's
+
+    # Back to the per-profile value: DVC restores train@cnn74 from its run cache; no empty
+    # duplicate run.
+    restored = run_command(
+        ["dvc", "exp", "run", "-S", "train.cnn74.epochs={full: 25, smoke: 2}"], repo
+    )
     assert "Running stage 'train@cnn74'" not in restored
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     cnn74_runs = mlflow.search_runs(
@@ -257,6 +244,47 @@ def test_two_queued_experiments_in_parallel_log_to_the_root_store(repo: Path) ->
         run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs
     )
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # none left in a temp copy
+
+
+def test_a_killed_temp_experiment_resumes_from_its_checkpoint_at_the_root(repo: Path) -> None:
+    """`dvc exp run --temp` trains in a copy that vanishes with it; its checkpoint must not."""
+    import psutil
+
+    command = [
+        "dvc", "exp", "run", "--temp", "-S", "train.cnn74.seed=7401", "-S", "train.cnn74.epochs=6",
+        "train@cnn74",
+    ]  # fmt: skip
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    first = subprocess.Popen(
+        command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    state = None
+    deadline = time.monotonic() + 300
+    while state is None and first.poll() is None and time.monotonic() < deadline:
+        for path in (repo / "checkpoints").glob("cnn74-*/state.json"):
+            saved = json.loads(path.read_text())
+            if saved["settings"]["train"]["seed"] == 7401 and saved["epochs_done"] >= 1:
+                state = saved
+        time.sleep(0.2)
+    assert state is not None, first.communicate()[0][-3000:]
+    trainer = next(
+        child
+        for child in psutil.Process(first.pid).children(recursive=True)
+        if "stages/train.py" in " ".join(child.cmdline())
+    )
+    trainer.terminate()  # SIGTERM, as a user's kill or a CI timeout would send
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode != 0 and "rerun to resume" in output
+
+    resumed = run_command(command, repo)
+    assert "resuming cnn74 after epoch" in resumed
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(
+        experiment_names=["cifar10"], filter_string="params.seed = '7401'", output_format="list"
+    )
+    assert run.info.run_id == state["run_id"] and run.info.status == "FINISHED"
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(6))
 
 
 def test_a_second_dvc_repro_in_the_same_workspace_fails_fast_on_the_lock(repo: Path) -> None:

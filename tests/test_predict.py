@@ -179,6 +179,81 @@ def test_predict_refuses_a_file_that_is_not_an_image(
     assert "not an image" in err and str(fake) in err and out == ""
 
 
+def test_an_eps_file_named_jpg_never_reaches_the_ghostscript_decoder(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    eps = tmp_path / "photo.jpg"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n%%EOF\n")
+    with Image.open(eps) as unrestricted:
+        assert unrestricted.format == "EPS"  # what Pillow alone would hand it to
+    status, out, err = run_main(predict_cli.main, [files["cifar"], eps], capsys)
+    assert_error(status, err)
+    assert f"{eps}: not an image in a supported format (JPEG, PNG" in err
+    assert "Ghostscript" not in err and out == ""
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header announces width x height RGB pixels, with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_an_image_over_pillows_pixel_limit_is_refused_before_decoding(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bomb = tmp_path / "bomb.png"
+    # 10,000 x 10,000: over Pillow's limit (89 M pixels) but under twice it, where Pillow
+    # itself would only warn and then decode 300 MB.
+    _png_header_only(bomb, 10_000, 10_000)
+    status, _, err = run_main(predict_cli.main, [files["cifar"], bomb], capsys)
+    assert_error(status, err)
+    assert "10000x10000 pixels, more than Pillow's limit" in err
+
+
+def test_an_npy_header_claiming_terabytes_is_one_line(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "huge.npy"
+    with batch.open("wb") as handle:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (10**9, 32, 32, 3)}
+        np.lib.format.write_array_header_1_0(handle, header)
+    status, _, err = run_main(predict_cli.main, [files["cifar"], batch], capsys)
+    assert_error(status, err)
+    assert "(3,072,000,000,000 bytes), but the file holds 0 bytes" in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "truncated"])
+def test_a_folder_or_truncated_model_is_named_as_such(
+    kind: str, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model.keras"
+    if kind == "folder":
+        model.mkdir()
+        expected = "is a folder; expected a saved .keras model file"
+    else:
+        data = files["cifar"].read_bytes()
+        model.write_bytes(data[: len(data) // 2])
+        expected = "is not a complete .keras file (truncated"
+    status, _, err = run_main(predict_cli.main, [model, files["rgb"]], capsys)
+    assert_error(status, err)
+    assert f"{model} {expected}" in err and "File not found" not in err
+
+
+def test_a_folder_given_as_an_image_is_named_as_a_folder(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_main(predict_cli.main, [files["cifar"], tmp_path], capsys)
+    assert_error(status, err)
+    assert f"{tmp_path} is a folder; expected an image file" in err
+
+
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
 def test_predict_names_a_bad_model_file(
     kind: str, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]

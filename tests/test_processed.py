@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archive_factory import make_image_folder_archive
+from archive_factory import encode_image, make_image_folder_archive, random_images
 from conftest import PROJECT_ROOT, learnable_images, write_params
 from deeplecture.data import processed
 from deeplecture.data.cifar10 import read_cifar10_archive
 from deeplecture.data.splits import ImageSplit
 from deeplecture.params import load_params
+from stage_runner import run_stage
 
 SOURCE_INFO = {"dataset": "cifar10", "source": "tests", "class_names": list("abcdefghij")}
 
@@ -96,3 +97,23 @@ def test_the_shipped_sample_is_what_its_readme_says() -> None:
     assert np.bincount(train.labels).tolist() == [100] * 10
     assert np.bincount(test.labels).tolist() == [20] * 10
     assert (PROJECT_ROOT / "data" / "sample" / "cifar10-sample.tar.gz").stat().st_size < 1_000_000
+
+
+def test_a_test_split_of_a_single_class_is_warned_about(tmp_path: Path) -> None:
+    cats = random_images(np.random.default_rng(0), 5)
+    make_image_folder_archive(
+        tmp_path / "one-class-test.tar.gz",
+        train_per_class=4,
+        test_per_class=0,
+        extra={f"test/cat/{i}.png": encode_image(image) for i, image in enumerate(cats)},
+    )
+    write_params(tmp_path, {})
+    stage = run_stage(
+        "preprocess", tmp_path, "cifar10", "--archive", tmp_path / "one-class-test.tar.gz",
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    assert (
+        "warning: the test split holds images of 1 of the 10 classes (cat); its accuracy says "
+        "nothing about the others"
+    ) in stage.stderr

@@ -31,8 +31,13 @@ def _outputs(folder: Path, variant: str = "cnn74") -> TrainingOutputs:
         model=folder / f"{variant}.keras",
         record=folder / f"{variant}.train.json",
         history=folder / f"{variant}.history.csv",
-        checkpoint=folder / "checkpoints" / variant,
+        checkpoints=folder / "checkpoints",
     )
+
+
+def _saved_state(outputs: TrainingOutputs) -> dict:
+    (state,) = outputs.checkpoints.glob("*/state.json")  # one checkpoint: this variant's
+    return json.loads(state.read_text())
 
 
 def _runs(experiment: str = "cifar10") -> list[mlflow.entities.Run]:
@@ -54,7 +59,7 @@ def test_training_writes_model_record_history_and_a_complete_mlflow_run(
         == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
     )
     assert len(outputs.history.read_text().splitlines()) == 1 + 3
-    assert not outputs.checkpoint.exists()  # a finished run leaves no checkpoint behind
+    assert not list(outputs.checkpoints.glob("*/*"))  # a finished run leaves no checkpoint
 
     (run,) = _runs()
     assert run.info.status == "FINISHED" and run.info.run_id == record["run_id"]
@@ -126,7 +131,7 @@ def test_a_diverging_loss_fails_the_run_and_saves_no_model(
     with pytest.raises(TrainingDiverged, match="NaN"):
         train_variant("cnn74", params, processed.load(tiny_data), outputs)
     assert not outputs.model.exists() and not outputs.record.exists()
-    assert not outputs.checkpoint.exists()
+    assert not list(outputs.checkpoints.glob("*/*"))
     assert [run.info.status for run in _runs()] == ["FAILED"]
 
 
@@ -141,7 +146,7 @@ def test_a_crashed_run_resumes_from_its_last_epoch_in_the_same_mlflow_run(
         with pytest.raises(InjectedCrash):
             train_variant("cnn74", params, data, outputs)
     assert not outputs.model.exists()
-    state = json.loads((outputs.checkpoint / "state.json").read_text())
+    state = _saved_state(outputs)
     assert state["epochs_done"] == 2
     assert [run.info.status for run in _runs()] == ["FAILED"]
 
@@ -152,6 +157,53 @@ def test_a_crashed_run_resumes_from_its_last_epoch_in_the_same_mlflow_run(
     assert record["history"]["loss"][:2] == state["history"]["loss"]
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
     assert steps == [0, 1, 2]
+
+
+def test_a_resumed_run_carries_the_tags_of_the_attempt_that_finished_it(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = load_params(write_params(tmp_path, TINY))
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    monkeypatch.setenv("DVC_EXP_NAME", "killed-attempt")
+    with monkeypatch.context() as patch:
+        crash_after_epoch(patch, epochs=2)
+        with pytest.raises(InjectedCrash):
+            train_variant("cnn74", params, data, outputs)
+    monkeypatch.setenv("DVC_EXP_NAME", "finishing-attempt")
+    train_variant("cnn74", params, data, outputs)
+    (run,) = _runs()
+    assert run.data.tags["dvc_exp_name"] == "finishing-attempt"
+    assert run.data.tags["resumed_after_epoch"] == "2"
+
+
+def test_a_stop_between_checkpoint_and_mlflow_logs_each_epoch_once(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after epoch 2 was checkpointed but before its metrics reached MLflow: the resumed
+    run logs epoch 2 from the checkpoint, and no epoch twice."""
+    params = load_params(write_params(tmp_path, TINY))
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    original = tracking.log_epoch
+
+    def stop_before_logging_epoch_2(logs: dict, epoch: int) -> None:
+        if epoch == 1:
+            raise InjectedCrash("stopped between checkpoint and MLflow")
+        original(logs, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking, "log_epoch", stop_before_logging_epoch_2)
+        with pytest.raises(InjectedCrash):
+            train_variant("cnn74", params, data, outputs)
+    state = _saved_state(outputs)
+    assert state["epochs_done"] == 2
+
+    train_variant("cnn74", params, data, outputs)
+    (run,) = _runs()
+    losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in losses) == [0, 1, 2]
+    assert next(m.value for m in losses if m.step == 1) == state["history"]["loss"][1]
 
 
 def test_a_checkpoint_for_other_settings_is_never_resumed(

@@ -1,10 +1,11 @@
 """Resumable training: the last finished epoch's full model and the state needed to go on.
 
-A checkpoint describes itself (`state.json`: which settings it belongs to, how many epochs are
-done, the history so far, the MLflow run to continue, the best epoch so far). It is only resumed
-when its fingerprint matches the current settings and data, so a stale checkpoint is never
-picked up. With `keep_best`, the best epoch's weights live here too, so a resumed run still
-ends with them.
+One folder per variant and settings, `checkpoints/<variant>-<fingerprint>/`, at the repository
+root: a rerun of the same experiment (also a killed `dvc exp run --temp` or queued one) finds
+it, and two experiments with other settings never share one. A checkpoint describes itself
+(`state.json`: the settings it belongs to, how many epochs are done, the history so far, the
+MLflow run to continue, the best epoch so far). While a process trains, it holds the folder's
+lock, so a checkpoint whose lock is free belongs to a process that is gone.
 """
 
 from __future__ import annotations
@@ -12,53 +13,95 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
+from filelock import FileLock, Timeout
 
 from deeplecture.atomic import atomic_path, write_json
 
 MODEL_FILE = "last.keras"
 STATE_FILE = "state.json"
+LOCK_FILE = "lock"
 # Named by epoch: a file written by an attempt killed before its state.json is never mistaken
 # for the best epoch that state.json names.
 BEST_PATTERN = "best-epoch*.weights.h5"
+_FINGERPRINT_CHARS = 16  # in folder names: enough to never collide, short enough to read
+
+
+class CheckpointBusy(RuntimeError):
+    """Another live process is training with the same settings, in the same folder."""
 
 
 @dataclass
 class TrainingState:
     fingerprint: str
+    settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint hashes
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     train_seconds: float = 0.0
     run_id: str | None = None
     best_epoch: int | None = None  # keep_best: the 0-based epoch with the lowest val_loss so far
     best_val_loss: float | None = None
+    # How the MLflow run should be closed if nobody resumes it: an attempt that ended while the
+    # store was unreachable could not close it itself.
+    unfinished_status: str = "KILLED"
 
 
-def fingerprint(*parts: Any) -> str:
+def fingerprint(settings: dict[str, Any]) -> str:
     """A stable hash of the settings and data a training run depends on."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
+def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: old -> new` for each leaf that differs between two settings dictionaries."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += changed_settings(before, after, f"{dotted}.")
+        elif before != after:
+            changes.append(f"{dotted}: {before!r} -> {after!r}")
+    return changes
+
+
 class Checkpoint:
-    """One variant's checkpoint folder."""
+    """The checkpoint folder of one variant at one set of settings."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, root: Path, variant: str, settings_fingerprint: str) -> None:
+        self.root = Path(root)
+        self.variant = variant
+        self.folder = self.root / f"{variant}-{settings_fingerprint[:_FINGERPRINT_CHARS]}"
+        self.fingerprint = settings_fingerprint
+        self._lock = FileLock(self.folder / LOCK_FILE, timeout=0)
 
-    def load(self, expected_fingerprint: str) -> tuple[keras.Model, TrainingState] | None:
-        """The saved model and state if they belong to these settings; a stale one is removed."""
-        state_path = self.folder / STATE_FILE
-        if not state_path.is_file() or not (self.folder / MODEL_FILE).is_file():
+    def __enter__(self) -> Checkpoint:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise CheckpointBusy(
+                f"another process is training {self.variant} with the same settings right now "
+                f"({self.folder}); wait for it to end or stop it"
+            ) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        if not (self.folder / STATE_FILE).exists():
+            shutil.rmtree(self.folder, ignore_errors=True)  # cleared, or never saved: no husk
+
+    def load(self) -> tuple[keras.Model, TrainingState] | None:
+        """The saved model and state, if a checkpoint is here."""
+        state = read_state(self.folder)
+        if state is None or not (self.folder / MODEL_FILE).is_file():
             return None
-        state = TrainingState(**json.loads(state_path.read_text()))
-        if state.fingerprint != expected_fingerprint:
-            print(f"checkpoint in {self.folder} is for other settings or data: starting over")
-            self.clear()
+        if state.fingerprint != self.fingerprint:  # only by a hash-prefix collision
             return None
         # A full model file restores the optimizer's moments too, so Adam picks up where it was.
         model = keras.saving.load_model(self.folder / MODEL_FILE)
@@ -76,14 +119,48 @@ class Checkpoint:
                 model.save_weights(tmp)
         with atomic_path(self.folder / MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
-        write_json(self.folder / STATE_FILE, asdict(state))
+        self.save_state(state)
         if best is not None:  # only now is the earlier best file no longer named by the state
             for stale in set(self.folder.glob(BEST_PATTERN)) - {best}:
                 stale.unlink()
+
+    def save_state(self, state: TrainingState) -> None:
+        write_json(self.folder / STATE_FILE, asdict(state))
 
     def best_weights(self, state: TrainingState) -> Path:
         """The weights file of `state.best_epoch`."""
         return self.folder / BEST_PATTERN.replace("*", str(state.best_epoch))
 
     def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove what this checkpoint saved (the lock stays until the `with` block ends)."""
+        for path in self.folder.iterdir():
+            if path.name != LOCK_FILE:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def abandoned_siblings(self) -> Iterator[tuple[Path, TrainingState]]:
+        """Checkpoints of other settings whose process is gone (their lock is free), any
+        variant: each one's folder and state."""
+        for state_path in sorted(self.root.glob(f"*/{STATE_FILE}")):
+            folder = state_path.parent
+            if folder == self.folder:
+                continue
+            lock = FileLock(folder / LOCK_FILE, timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                continue  # a live run of another experiment: not ours to touch
+            try:
+                state = read_state(folder)
+                if state is not None:
+                    yield folder, state
+            finally:
+                lock.release()
+
+
+def read_state(folder: Path) -> TrainingState | None:
+    """The state saved in `folder`, or None if there is none (or it is not readable)."""
+    path = Path(folder) / STATE_FILE
+    try:
+        return TrainingState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None

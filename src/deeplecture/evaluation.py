@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,34 @@ class Evaluation:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a saved `.keras` file; a missing or unreadable file raises a `ValueError` naming it."""
+    """Load a saved `.keras` file; a missing, truncated or unreadable file raises a `ValueError`
+    naming it and what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a saved .keras model file")
     if not path.is_file():
         raise ValueError(f"model file not found: {path}")
+    _check_keras_zip(path)
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # keras raises many types for a damaged zip or config
-        raise ValueError(f"cannot load model {path}: {error}") from error
+        raise ValueError(f"cannot load model {path}: {' '.join(str(error).split())}") from error
+
+
+def _check_keras_zip(path: Path) -> None:
+    # A .keras file is a zip archive; Keras answers a truncated one with "File not found".
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(
+            f"{path} is not a complete .keras file (truncated, or not a zip archive: {error})"
+        ) from error
+    if damaged is not None:
+        raise ValueError(f"{path} is damaged: its member {damaged!r} fails its checksum")
+    if "config.json" not in names:
+        raise ValueError(f"{path} is not a .keras model file (it has no config.json)")
 
 
 def evaluate(model: keras.Model, test: ImageSplit, batch_size: int = 256) -> Evaluation:

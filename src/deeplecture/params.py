@@ -3,26 +3,31 @@
 Every stage reads its settings through `load_params`, which
 1. parses the file with ruamel.yaml, the YAML 1.2 parser DVC itself uses, so a value such
    as `learning_rate: 1e-3` is the same float here as in `dvc params show` (PyYAML would
-   read a string);
-2. lays the selected profile (`profiles.<name>`, e.g. `smoke`) over the base settings;
+   read a string); a syntax error or a duplicate key is one line naming the file, line and key;
+2. resolves per-profile values: a setting written `{full: 25, smoke: 2}` takes the entry of the
+   selected `profile`, and a setting written as a single value applies in every profile. So a
+   user's `-S train.cnn74.epochs=1` (which replaces the mapping with 1) always wins, and what
+   `dvc exp show` lists is what trains;
 3. validates the result strictly: an unknown, missing or mistyped key raises `ParamsError` naming
    its dotted key before any work starts.
 """
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from deeplecture.data import fashion_mnist
 from deeplecture.data.download import resolve_file_checksums
 
-FULL_PROFILE = "full"  # the lecture's settings: params.yaml as written, no overlay
+FULL_PROFILE = "full"  # the lecture's settings (`dvc repro`)
+# Every profile a per-profile value names, `{full: ..., smoke: ...}`.
+PROFILES = (FULL_PROFILE, "smoke")
 
 
 class ParamsError(ValueError):
@@ -35,7 +40,7 @@ class _Strict(BaseModel):
 
 
 class _Source(_Strict):
-    default_source: str = Field(description="the profile's own source")
+    default_source: str = Field(description="where this profile reads the data from")
     source: str | None = Field(description="the user's override: URL, file:// URL or local path")
 
     @property
@@ -146,66 +151,76 @@ class EngineParams(_Strict):
 
 
 class Params(_Strict):
-    profile: str
+    profile: Literal["full", "smoke"]
     data: DataParams
     preprocess: PreprocessSection
     engine: EngineParams
     train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88", "fashion"], TrainParams]
-    profiles: dict[str, dict[str, Any]]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML file exactly as DVC does."""
+    """Parse a YAML file exactly as DVC does; a syntax error or duplicate key is a `ParamsError`
+    naming the file, the line and the problem."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found")
-    document = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    try:
+        document = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except MarkedYAMLError as error:
+        raise ParamsError(_describe_yaml_error(error, path)) from None
+    except YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {_one_line(str(error))}") from None
     if not isinstance(document, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return document
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read, overlay the selected profile and validate; raise `ParamsError` naming the bad key."""
+    """Read, resolve the selected profile and validate; raise `ParamsError` naming the bad key."""
     raw = read_yaml(path)
-    effective = apply_profile(raw, path)
+    effective = resolve_profile(raw, path)
     try:
         return Params.model_validate(effective)
     except ValidationError as error:
         raise ParamsError(_describe(error, path)) from None
 
 
-def apply_profile(raw: dict[str, Any], path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Return `raw` with `profiles[raw["profile"]]` merged over it (`full` merges nothing)."""
+def resolve_profile(raw: dict[str, Any], path: str | Path = "params.yaml") -> dict[str, Any]:
+    """`raw` with every per-profile value `{full: ..., smoke: ...}` replaced by the entry of
+    `raw["profile"]`; single values stay as they are (they apply in every profile)."""
     profile = raw.get("profile")
-    profiles = raw.get("profiles") or {}
-    if profile == FULL_PROFILE:
-        return raw
-    if not isinstance(profile, str) or profile not in profiles:
-        known = ", ".join([FULL_PROFILE, *sorted(profiles)])
+    if profile not in PROFILES:
+        known = ", ".join(PROFILES)
         raise ParamsError(f"{path}: profile: unknown profile {profile!r} (known: {known})")
-    merged = copy.deepcopy(raw)
-    _overlay(merged, profiles[profile], prefix=f"profiles.{profile}", path=path)
-    return merged
+    return _resolve(raw, profile, prefix="", path=path)
 
 
-def _overlay(base: dict[str, Any], overlay: Any, prefix: str, path: str | Path) -> None:
-    # A profile may only change keys that exist in the base settings: a typo in an overlay
-    # would otherwise be silently ignored, and the smoke run would not be what it claims.
-    if not isinstance(overlay, dict):
-        raise ParamsError(f"{path}: {prefix}: expected a mapping")
-    for key, value in overlay.items():
-        dotted = f"{prefix}.{key}"
-        if key not in base:
-            raise ParamsError(f"{path}: {dotted}: unknown key (no such key in the base settings)")
-        if isinstance(value, dict) and isinstance(base[key], dict):
-            _overlay(base[key], value, dotted, path)
-        else:
-            base[key] = value
+def is_per_profile(value: Any) -> bool:
+    """Whether `value` is written per profile: a mapping whose keys are profile names."""
+    return isinstance(value, dict) and bool(value) and set(value) <= set(PROFILES)
+
+
+def _resolve(node: Any, profile: str, prefix: str, path: str | Path) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if is_per_profile(node):
+        missing = [name for name in PROFILES if name not in node]
+        if missing:
+            # A forgotten entry would silently fall back to something: say which one is needed.
+            raise ParamsError(
+                f"{path}: {prefix}: a per-profile value names every profile "
+                f"({', '.join(PROFILES)}); missing {', '.join(missing)}"
+            )
+        return _resolve(node[profile], profile, prefix, path)
+    return {
+        key: _resolve(value, profile, f"{prefix}.{key}" if prefix else str(key), path)
+        for key, value in node.items()
+    }
 
 
 def _describe(error: ValidationError, path: str | Path) -> str:
-    lines = [f"{path}: invalid parameters"]
+    # One line, as every refusal of the stages: each problem named by its dotted key.
+    problems = []
     for problem in error.errors():
         dotted = ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
@@ -214,5 +229,20 @@ def _describe(error: ValidationError, path: str | Path) -> str:
             message = "missing key"
         else:
             message = f"{problem['msg']} (got {problem['input']!r})"
-        lines.append(f"  {dotted}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{dotted}: {message}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def _describe_yaml_error(error: MarkedYAMLError, path: str | Path) -> str:
+    mark = error.problem_mark or error.context_mark
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = error.problem or error.context or "not valid YAML"
+    if "duplicate key" in problem:
+        # ruamel's own text spans several lines and suggests a setting we do not want.
+        key = _one_line(str(error)).split('found duplicate key "', 1)[-1].split('"', 1)[0]
+        return f"{where}: duplicate key {key!r} (each key may appear once in a mapping)"
+    return f"{where}: not valid YAML: {_one_line(problem)}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

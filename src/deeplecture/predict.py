@@ -6,6 +6,7 @@ Saved models scale pixels themselves (their first layer), so everything here han
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ if TYPE_CHECKING:  # keras is only needed by the caller that already loaded a mo
 
 # Pillow's modes for the channel counts a model can take.
 _MODES = {3: "RGB", 1: "L"}
+# The only decoders an image file reaches, whatever its name: common raster formats. Others
+# (EPS and PDF through Ghostscript, rarely used legacy formats) never see a user's file.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 # What Pillow raises for a file it cannot decode: unknown format, truncated or malformed data,
 # or an image so large it looks like a decompression bomb.
 _UNREADABLE = (
@@ -35,18 +39,43 @@ _SUM_TOLERANCE = 1e-3
 
 def _read_image(path: Path, mode: str) -> Image.Image:
     """The decoded image, upright and in Pillow `mode`; a `ValueError` naming the file if it is
-    not an image."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image file not found: {path}")
+    not an image of an allowed format, or has more pixels than Pillow's limit."""
+    path = _existing_file(path, "image")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns past its pixel limit and decodes anyway; the check below refuses.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path, formats=IMAGE_FORMATS)
+        with image:
+            _check_pixel_count(image, path)  # from the header alone, before any decoding
             image.load()  # decode now, so a truncated file fails here and not later
             # A phone photo stores its rotation in EXIF: apply it so the pixels are what a
             # viewer shows (a no-op for files without that tag).
             return ImageOps.exif_transpose(image).convert(mode)
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"{path}: not an image in a supported format ({', '.join(IMAGE_FORMATS)})"
+        ) from None
     except _UNREADABLE as error:
         raise ValueError(f"{path}: not an image file Pillow can read ({error})") from error
+
+
+def _check_pixel_count(image: Image.Image, path: Path) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise ValueError(
+            f"{path}: {image.width}x{image.height} pixels, more than Pillow's limit of {limit} "
+            "(a decompression bomb, or a photo to shrink first)"
+        )
+
+
+def _existing_file(path: Path, kind: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected an {kind} file")
+    if not path.is_file():
+        raise ValueError(f"{kind} file not found: {path}")
+    return path
 
 
 def image_to_pixels(path: Path) -> np.ndarray:
@@ -75,29 +104,54 @@ def image_to_model_input(path: Path, input_shape: tuple[int, int, int]) -> np.nd
 
 def load_batch(path: Path, input_shape: tuple[int, int, int]) -> np.ndarray:
     """A `.npy` file of raw pixels as a float32 batch (N, H, W, C); one image (H, W, C) is a batch
-    of one. Any other shape raises a `ValueError` naming the file and both shapes."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"array file not found: {path}")
+    of one. Any other shape raises a `ValueError` naming the file and both shapes.
+
+    The header is checked against the model and the file's size before any data is read, so a
+    header that claims terabytes is refused, not allocated."""
+    path = _existing_file(path, "array")
+    shape, dtype = _npy_header(path)
+    expected = tuple(input_shape)
+    if not (shape == expected or (len(shape) == 4 and shape[1:] == expected and shape[0] > 0)):
+        raise ValueError(
+            f"{path}: array of shape {shape}, expected (N, {', '.join(map(str, expected))}) "
+            f"or {expected} to match the model's input"
+        )
+    if dtype.kind not in "biuf":  # bool, integers, floats: anything else is not pixels
+        raise ValueError(f"{path}: array of {dtype}, expected pixel numbers")
     try:
         # allow_pickle=False: a pickled array could run code when loaded.
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path}: not a .npy array file ({error})") from error
-    if not isinstance(array, np.ndarray):  # an .npz archive renamed .npy
-        array.close()
-        raise ValueError(f"{path}: holds several arrays; expected one .npy array")
-    shape, found = tuple(input_shape), array.shape
-    if found == shape:
+    if array.shape == expected:
         array = array[np.newaxis]
-    elif not (array.ndim == 4 and found[1:] == shape and found[0] > 0):
-        raise ValueError(
-            f"{path}: array of shape {found}, expected (N, {', '.join(map(str, shape))}) "
-            f"or {shape} to match the model's input"
-        )
-    if array.dtype.kind not in "biuf":  # bool, integers, floats: anything else is not pixels
-        raise ValueError(f"{path}: array of {array.dtype}, expected pixel numbers")
     return array.astype(np.float32)
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a `.npy` header declares, checked against the bytes that follow."""
+    with path.open("rb") as handle:
+        if handle.read(2) == b"PK":  # a zip: an .npz archive renamed .npy
+            raise ValueError(f"{path}: holds several arrays (.npz); expected one .npy array")
+        handle.seek(0)
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f"{path}: not a .npy array file ({error})") from error
+        data_bytes = path.stat().st_size - handle.tell()
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize  # float: no overflow
+    if declared != data_bytes:
+        raise ValueError(
+            f"{path}: its header declares {dtype} data of shape {shape} ({declared:,} bytes), "
+            f"but the file holds {data_bytes:,} bytes"
+        )
+    return tuple(int(size) for size in shape), dtype
 
 
 def class_names_for(

@@ -3,13 +3,17 @@
 Conventions (DESIGN.md): a SQLite store `mlflow.db` at the repository root unless
 `MLFLOW_TRACKING_URI` says otherwise; one experiment per dataset; each training run tagged with
 its variant, the git commit and the DVC experiment name.
+
+Every call that training makes to the store goes through `store_calls`, so a store that stops
+answering, turns read-only or is damaged becomes one `TrackingUnavailable` naming the store and
+what to do, whatever library (requests, SQLAlchemy, sqlite3, mlflow) raised underneath.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -26,6 +30,7 @@ from filelock import FileLock
 from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 
+from deeplecture.project import git_commit, project_root
 from deeplecture.runtime import TrainingInterrupted
 
 STORE_FILE = "mlflow.db"
@@ -36,23 +41,15 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 ARTIFACTS_DIR = "mlartifacts"
-# `dvc exp run --temp` and queued experiments run in a copy of the repository under this folder;
-# a store written there would vanish with it.
-_DVC_TEMP_MARKER = (".dvc", "tmp", "exps")
-
-
-def project_root() -> Path:
-    """The repository root, also from inside a DVC experiment's temporary copy."""
-    start = Path(os.environ.get("DVC_ROOT") or _git_toplevel(Path.cwd()) or Path.cwd()).resolve()
-    parts = start.parts
-    for index in range(len(parts) - len(_DVC_TEMP_MARKER) + 1):
-        if parts[index : index + len(_DVC_TEMP_MARKER)] == _DVC_TEMP_MARKER:
-            return Path(*parts[:index])
-    return start
+_MAX_BATCH = 1000  # metrics per log_batch call: the store accepts no more
+# What SQLite says when the file, its folder (the journal goes there) or the disk refuses a write.
+_WRITE_FAILURES = (
+    "readonly", "read-only", "permission denied", "unable to open database file", "disk i/o",
+)  # fmt: skip
 
 
 class TrackingUnavailable(RuntimeError):
-    """The MLflow store cannot be reached; raised before any training starts."""
+    """The MLflow store cannot be reached, written or read; the message names it and what to do."""
 
 
 def tracking_uri() -> str:
@@ -76,23 +73,97 @@ def use_project_store() -> str:
         for name, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
+    # MLflow logs every SQL error with its whole traceback before raising it; `store_calls`
+    # reports the same error in one line, so that log would only bury the message.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    if uri.startswith("sqlite:"):
+        _check_sqlite_writable(_sqlite_path(uri))
     lock = (
         FileLock(project_root() / f".{STORE_FILE}.lock")
         if uri.startswith("sqlite:")
         else contextlib.nullcontext()
     )
-    try:
-        # The first query creates a new SQLite store's tables: under a file lock, so that two
-        # parallel experiments do not both try to create them.
-        with lock:
-            mlflow.MlflowClient().search_experiments(max_results=1)
-    except Exception as error:  # requests, sqlalchemy and mlflow each raise their own types
-        raise TrackingUnavailable(
-            f"the MLflow store {uri} did not answer ({type(error).__name__}: {error}); "
-            "start that server, or unset MLFLOW_TRACKING_URI to use the local store "
-            f"{STORE_FILE} at the repository root"
-        ) from error
+    # The first query creates a new SQLite store's tables: under a file lock, so that two
+    # parallel experiments do not both try to create them.
+    with lock, store_calls("opening it"):
+        mlflow.MlflowClient().search_experiments(max_results=1)
     return uri
+
+
+@contextlib.contextmanager
+def store_calls(doing: str) -> Iterator[None]:
+    """Turn any failure of the store inside the block into one `TrackingUnavailable` that names
+    the store, what failed and what to do. `doing` says what the block was doing."""
+    try:
+        yield
+    except (TrainingInterrupted, TrackingUnavailable):
+        raise
+    except Exception as error:  # requests, sqlalchemy, sqlite3 and mlflow each raise their own
+        raise TrackingUnavailable(describe_store_failure(tracking_uri(), error, doing)) from error
+
+
+def describe_store_failure(uri: str, error: BaseException, doing: str) -> str:
+    """One line: which store, what went wrong while `doing` what, and the way out."""
+    reason = _root_reason(error)
+    if not uri.startswith("sqlite:"):
+        if isinstance(_root(error), OSError | TimeoutError):  # refused, reset, timed out
+            problem = "did not answer"
+        else:
+            problem = "refused the request"
+        return (
+            f"the MLflow store {uri} {problem} while {doing} ({reason}); start that server or "
+            f"check its address and your credentials, or unset MLFLOW_TRACKING_URI to use the "
+            f"local store {STORE_FILE} at the repository root"
+        )
+    path = _sqlite_path(uri)
+    text = reason.lower()
+    if any(word in text for word in _WRITE_FAILURES):
+        problem = "cannot be written"
+        fix = f"make {path} and its folder writable, with room on the disk"
+    elif any(word in text for word in ("not a database", "malformed", "no such table")):
+        problem = "is damaged"
+        fix = f"move it aside (mv {path} {path}.damaged) so that a rerun starts a new store"
+    elif "locked" in text:
+        problem = "stayed locked by another process"
+        fix = "wait for the other run, or stop it"
+    else:
+        problem, fix = "failed", f"check {path}"
+    return (
+        f"the MLflow store {path} {problem} while {doing} ({reason}); {fix}, "
+        "or set MLFLOW_TRACKING_URI to another store"
+    )
+
+
+def _check_sqlite_writable(path: Path) -> None:
+    # SQLite writes a journal beside the file, so its folder must be writable too. Checked up
+    # front: otherwise the first write, well into the run, fails deep inside SQLAlchemy.
+    for target in (path, path.parent) if path.exists() else (path.parent,):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise TrackingUnavailable(
+                f"the MLflow store {path} cannot be written ({target} is read-only); make it "
+                "writable, or set MLFLOW_TRACKING_URI to another store"
+            )
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _root(error: BaseException) -> BaseException:
+    seen = {id(error)}
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+        if id(error) in seen:
+            break
+        seen.add(id(error))
+    return error
+
+
+def _root_reason(error: BaseException) -> str:
+    """The innermost cause, on one line and short: what actually went wrong."""
+    root = _root(error)
+    text = " ".join(str(root).split())
+    return f"{type(root).__name__}: {text[:200]}"
 
 
 def ensure_experiment(name: str) -> str:
@@ -118,7 +189,7 @@ def run_tags(variant: str, dataset: str, profile: str) -> dict[str, str]:
         "profile": profile,
         "keras_backend": keras.backend.backend(),  # what Keras runs on, set by env or config
     }
-    commit = _git_commit(project_root())
+    commit = git_commit(project_root())
     if commit:
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
@@ -154,22 +225,69 @@ def tracked_run(
     """Open (or reopen, to resume) a run and always close it with a truthful status.
 
     FINISHED on success, KILLED when the process was interrupted (SIGTERM, Ctrl-C), FAILED on any
-    other exception: a run is never left RUNNING.
+    other exception. A reopened run gets this attempt's `tags` (its DVC experiment, invocation,
+    commit). When the store itself failed, closing the run is tried once and may fail too: the
+    caller keeps the run id, so a rerun resumes it or closes it.
     """
     use_project_store()
-    experiment_id = ensure_experiment(experiment)
-    run = _reopen(resume_run_id) if resume_run_id else None
-    if run is None:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    with store_calls("starting the run"):
+        experiment_id = ensure_experiment(experiment)
+        run = _reopen(resume_run_id) if resume_run_id else None
+        if run is None:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        else:
+            mlflow.set_tags(tags)
     try:
         yield run
     except (TrainingInterrupted, KeyboardInterrupt):
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        _end_run(RunStatus.KILLED)
         raise
     except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        _end_run(RunStatus.FAILED)
         raise
-    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    with store_calls("closing the run"):
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _end_run(status: int) -> None:
+    # Already failing: a store that is down must not replace the real error with its own.
+    # mlflow.end_run forgets the active run before it calls the store, so nothing retries later.
+    with contextlib.suppress(Exception):
+        mlflow.end_run(RunStatus.to_string(status))
+
+
+def log_epoch(logs: dict[str, float], epoch: int) -> None:
+    """One epoch's metrics to the active run, at step `epoch`."""
+    with store_calls(f"logging epoch {epoch + 1}"):
+        mlflow.log_metrics(logs, step=epoch)
+
+
+def log_missing_epochs(run_id: str, history: dict[str, list[float]]) -> int:
+    """Log the epochs of `history` whose metrics the run lacks (an attempt stopped between its
+    checkpoint and its MLflow call); return how many. Epochs already there are not repeated."""
+    client = mlflow.MlflowClient()
+    with store_calls("catching up the finished epochs"):
+        logged = {metric.step for metric in client.get_metric_history(run_id, "loss")}
+        timestamp = int(time.time() * 1000)
+        missing = [epoch for epoch in range(len(history.get("loss", []))) if epoch not in logged]
+        metrics = [
+            Metric(key, values[epoch], timestamp, epoch)
+            for epoch in missing
+            for key, values in history.items()
+        ]
+        for start in range(0, len(metrics), _MAX_BATCH):
+            client.log_batch(run_id, metrics=metrics[start : start + _MAX_BATCH])
+    return len(missing)
+
+
+def close_abandoned_run(run_id: str, status: str) -> bool:
+    """Mark `run_id` `status` if it is still RUNNING although its process is gone; True if so."""
+    with store_calls("closing an abandoned run"):
+        run = find_run(run_id)
+        if run is None or run.info.status != "RUNNING":
+            return False
+        mlflow.MlflowClient().set_terminated(run_id, status)
+    return True
 
 
 def log_curve(key: str, values: np.ndarray) -> None:
@@ -178,8 +296,8 @@ def log_curve(key: str, values: np.ndarray) -> None:
     timestamp = int(time.time() * 1000)
     metrics = [Metric(key, float(value), timestamp, step) for step, value in enumerate(values)]
     client = mlflow.MlflowClient()
-    for start in range(0, len(metrics), 1000):  # the store accepts at most 1000 per batch
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    for start in range(0, len(metrics), _MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + _MAX_BATCH])
 
 
 def log_dataset(
@@ -208,10 +326,13 @@ def log_keras_model(model: keras.Model, example_images: np.ndarray) -> None:
 def find_run(run_id: str) -> mlflow.entities.Run | None:
     """The run with this id in the project's store, or None if this store does not have it."""
     use_project_store()
-    try:
-        return mlflow.get_run(run_id)
-    except MlflowException:
-        return None
+    with store_calls("looking up a run"):
+        try:
+            return mlflow.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise  # the store failing, not the run missing
 
 
 def log_test_metrics(run_id: str, payload: dict[str, Any], metrics_path: Path) -> bool:
@@ -219,22 +340,23 @@ def log_test_metrics(run_id: str, payload: dict[str, Any], metrics_path: Path) -
 
     Never creates a run: when the training stage was restored from DVC's cache, its run lives
     in whichever store it was trained with, and an empty duplicate here would only mislead.
-    An unreachable store is reported, not fatal: the metrics file is already written.
+    A store that cannot be used is reported, not fatal: the metrics file is already written.
     """
     try:
         run = find_run(run_id)
+        if run is None:
+            print(f"MLflow run {run_id} is not in {tracking_uri()}: test metrics not logged")
+            return False
+        client = mlflow.MlflowClient()
+        with store_calls("logging the test metrics"):
+            for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
+                client.log_metric(run_id, key, payload[key])
+            for name, value in payload["per_class_accuracy"].items():
+                client.log_metric(run_id, f"test_accuracy.{name}", value)
+            client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
     except TrackingUnavailable as error:
         print(f"warning: test metrics not logged to MLflow: {error}", file=sys.stderr)
         return False
-    if run is None:
-        print(f"MLflow run {run_id} is not in {tracking_uri()}: test metrics not logged")
-        return False
-    client = mlflow.MlflowClient()
-    for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
-        client.log_metric(run_id, key, payload[key])
-    for name, value in payload["per_class_accuracy"].items():
-        client.log_metric(run_id, f"test_accuracy.{name}", value)
-    client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
     return True
 
 
@@ -251,22 +373,3 @@ def _requirement(package: str) -> str:
         return f"{package}=={version(package)}"
     except PackageNotFoundError:
         return package
-
-
-def _git_toplevel(folder: Path) -> Path | None:
-    output = _git(folder, "rev-parse", "--show-toplevel")
-    return Path(output) if output else None
-
-
-def _git_commit(folder: Path) -> str | None:
-    return _git(folder, "rev-parse", "HEAD")
-
-
-def _git(folder: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", *args], cwd=folder, capture_output=True, text=True, check=False, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None

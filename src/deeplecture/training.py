@@ -2,8 +2,10 @@
 
 Only `keras` is used here, so the same code trains with `KERAS_BACKEND=tensorflow`, `jax` or
 `torch`. Order of events in `train_variant`: settings and data -> checkpoint (resume or fresh) ->
-MLflow run -> the epochs (`engine.loop`: the fast path or `Model.fit`), checkpointing every
-epoch -> best epoch's weights restored (`keep_best`) -> final model written atomically -> record.
+MLflow run (reopened when resuming), checkpointed at once so that even a kill in epoch 1 is
+resumed in the same run -> the epochs (`engine.loop`: the fast path or `Model.fit`), each one
+checkpointed before its metrics go to MLflow, so a failing store never costs a finished epoch ->
+best epoch's weights restored (`keep_best`) -> final model written atomically -> record.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import numpy as np
 
 from deeplecture import tracking
 from deeplecture.atomic import atomic_path, write_json
-from deeplecture.checkpoints import Checkpoint, TrainingState, fingerprint
+from deeplecture.checkpoints import Checkpoint, TrainingState, changed_settings, fingerprint
 from deeplecture.data.processed import ProcessedData
 from deeplecture.data.splits import ImageSplit
 from deeplecture.fastpath.batches import shuffled_passes
 from deeplecture.fastpath.loop import fit_fast
-from deeplecture.models import get_variant
+from deeplecture.models import Variant, get_variant
 from deeplecture.params import EngineParams, Params, TrainParams
 from deeplecture.runtime import describe_device, seed_everything
 
@@ -40,12 +42,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainingOutputs:
-    """Where a training stage writes (all paths given by dvc.yaml)."""
+    """Where a training stage writes: the outputs dvc.yaml names, and the checkpoints' root
+    (`checkpoints/` at the repository root; each variant and settings gets a folder in it)."""
 
     model: Path
     record: Path
     history: Path
-    checkpoint: Path
+    checkpoints: Path
 
 
 def lecture88_schedule(epoch: int, learning_rate: float) -> float:
@@ -107,8 +110,10 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """After each epoch: metrics to MLflow (step=epoch) and a resumable checkpoint.
+    """After each epoch: a resumable checkpoint, then the metrics to MLflow (step=epoch).
 
+    In that order: if the store fails, the epoch is already saved and a rerun resumes after it
+    (logging the metrics it missed); if the process is killed between the two, likewise.
     With `keep_best`, an epoch whose val_loss is strictly lower than every earlier one (as
     Keras' ModelCheckpoint(save_best_only=True) decides) becomes the state's best epoch.
     """
@@ -126,9 +131,13 @@ class EpochEnd(keras.callbacks.Callback):
             logs["learning_rate"] = float(
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
             )
-        mlflow.log_metrics(logs, step=epoch)
-        if not all(math.isfinite(value) for value in logs.values()):
-            return  # never checkpoint a diverged model; TerminateOnNaN stops the fit
+        if all(math.isfinite(value) for value in logs.values()):
+            self._checkpoint(epoch, logs)
+        # A diverged epoch is logged (the user sees the NaN) but never checkpointed;
+        # TerminateOnNaN stops the loop.
+        tracking.log_epoch(logs, epoch)
+
+    def _checkpoint(self, epoch: int, logs: dict[str, float]) -> None:
         for key, value in logs.items():
             self.state.history.setdefault(key, []).append(value)
         self.state.epochs_done = epoch + 1
@@ -144,82 +153,160 @@ class EpochEnd(keras.callbacks.Callback):
 def train_variant(
     variant_name: str, params: Params, data: ProcessedData, outputs: TrainingOutputs
 ) -> dict[str, Any]:
-    """Train one variant at its params, resuming a matching checkpoint; return the record."""
-    variant = get_variant(variant_name)
-    train_params = params.train[variant_name]
-    source = getattr(params.data, variant.dataset)
-    engine = params.engine
-    run_fingerprint = fingerprint(
-        variant_name,
-        train_params.model_dump(),
-        engine.model_dump(),
-        data.digest,
-        keras.backend.backend(),
-    )
+    """Train one variant at its params, resuming its checkpoint if one exists; return the record.
 
+    Raises `TrackingUnavailable` (store down, read-only or damaged; finished epochs are kept),
+    `CheckpointBusy` (the same settings are training in another process) or `TrainingDiverged`.
+    """
+    variant = get_variant(variant_name)
+    settings = {
+        "variant": variant_name,
+        "train": params.train[variant_name].model_dump(),
+        "engine": params.engine.model_dump(),
+        "data_digest": data.digest,
+        "backend": keras.backend.backend(),
+    }
+    with Checkpoint(outputs.checkpoints, variant_name, fingerprint(settings)) as checkpoint:
+        return _train_in(variant, params, data, outputs, checkpoint, settings)
+
+
+def _train_in(
+    variant: Variant,
+    params: Params,
+    data: ProcessedData,
+    outputs: TrainingOutputs,
+    checkpoint: Checkpoint,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    train_params, engine = params.train[variant.name], params.engine
+    tracking.use_project_store()  # a store that cannot be used fails before any work
     seed_everything(train_params.seed, engine.deterministic)
-    checkpoint = Checkpoint(outputs.checkpoint)
-    resumed = checkpoint.load(run_fingerprint)
+    resumed = checkpoint.load()
     if resumed:
         model, state = resumed
-        print(f"resuming {variant_name} after epoch {state.epochs_done} from {checkpoint.folder}")
+        print(f"resuming {variant.name} after epoch {state.epochs_done} from {checkpoint.folder}")
     else:
         with dtype_policy(engine.precision):
             model = variant.build(data.scaling, train_params.augment)
         model = compile_model(model, train_params)
-        state = TrainingState(fingerprint=run_fingerprint)
+        state = TrainingState(fingerprint=checkpoint.fingerprint, settings=settings)
 
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
-    tags = tracking.run_tags(variant_name, variant.dataset, params.profile)
+    tags = tracking.run_tags(variant.name, variant.dataset, params.profile)
+    if resumed:
+        tags["resumed_after_epoch"] = str(state.epochs_done)
+    _close_abandoned_runs(checkpoint, settings)
     with tracking.tracked_run(
-        variant.dataset, f"{variant_name}-{params.profile}", tags, state.run_id
+        variant.dataset, f"{variant.name}-{params.profile}", tags, state.run_id
     ) as run:
-        if state.run_id is None:
-            state.run_id = run.info.run_id
-            mlflow.log_params(
-                {
-                    **train_params.model_dump(),
-                    **{f"engine_{key}": value for key, value in engine.model_dump().items()},
-                    "variant": variant_name,
-                    "profile": params.profile,
-                    "data_source": source.effective_source,
-                    "scaling": data.info["scaling"]["method"],
-                    "train_images": len(fit_set),
-                    "validation_images": len(validation_set),
-                    "param_count": model.count_params(),
-                }
-            )
-            tracking.log_dataset(
-                fit_set.images,
-                fit_set.labels,
-                source.effective_source,
-                name=f"{variant.dataset}-train",
-                digest=data.digest,
-            )
-        _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state)
-        if train_params.keep_best:
-            model.load_weights(checkpoint.best_weights(state))
-        kept_epoch = state.best_epoch if train_params.keep_best else state.epochs_done - 1
+        try:
+            if state.run_id != run.info.run_id:
+                # A new run: describe it, and checkpoint at once, so that even a kill during
+                # the first epoch is resumed in this run rather than leaving it RUNNING.
+                state.run_id = run.info.run_id
+                _log_run_inputs(variant, params, data, fit_set, validation_set, model)
+                checkpoint.save(model, state)
+            tracking.log_missing_epochs(state.run_id, state.history)
+            _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state)
+            record = _finish(variant, model, params, data, outputs, checkpoint, state, fit_set)
+        except tracking.TrackingUnavailable as error:
+            # The run could not be closed through a failing store: whoever reruns closes it.
+            state.unfinished_status = "FAILED"
+            checkpoint.save_state(state)
+            raise tracking.TrackingUnavailable(
+                f"{error}; the {state.epochs_done} finished epochs are kept in "
+                f"{checkpoint.folder}: rerun to resume"
+            ) from error
+    checkpoint.clear()
+    return record
 
-        record = {
-            "variant": variant_name,
-            "run_id": state.run_id,
-            "epochs": state.epochs_done,
-            "kept_epoch": kept_epoch,  # 0-based, as history.csv and MLflow's steps
-            "train_seconds": round(state.train_seconds, 2),
-            "param_count": model.count_params(),
-            "history": state.history,
-            "data_digest": data.digest,
-            "data_source": source.effective_source,
-            "profile": params.profile,
-            "backend": keras.backend.backend(),
-            "engine": engine.model_dump(),
-            "device": describe_device(),
-            "keras_version": keras.__version__,
-        }
-        _save_model(model, outputs.model)
-        write_json(outputs.record, record)
-        _write_history_csv(outputs.history, state.history)
+
+def _close_abandoned_runs(checkpoint: Checkpoint, settings: dict[str, Any]) -> None:
+    """Close the MLflow runs of checkpoints whose process died (SIGKILL, a lost store) and say
+    what differs in this variant's, so none stays RUNNING and none is silently ignored."""
+    for folder, state in checkpoint.abandoned_siblings():
+        if state.run_id and tracking.close_abandoned_run(state.run_id, state.unfinished_status):
+            print(
+                f"MLflow run {state.run_id} of {folder} was still RUNNING: marked "
+                f"{state.unfinished_status}"
+            )
+        if state.settings.get("variant") == settings["variant"]:
+            changes = "; ".join(changed_settings(state.settings, settings)) or "unknown"
+            print(
+                f"note: {folder} holds {state.epochs_done} epochs made with other settings "
+                f"({changes}); kept for a rerun of those, delete it to free the space"
+            )
+
+
+def _log_run_inputs(
+    variant: Variant,
+    params: Params,
+    data: ProcessedData,
+    fit_set: ImageSplit,
+    validation_set: ImageSplit,
+    model: keras.Model,
+) -> None:
+    """A new run's params (the values that train, after the profile) and its dataset."""
+    train_params, engine = params.train[variant.name], params.engine
+    source = getattr(params.data, variant.dataset)
+    with tracking.store_calls("logging the run's params"):
+        mlflow.log_params(
+            {
+                **train_params.model_dump(),
+                **{f"engine_{key}": value for key, value in engine.model_dump().items()},
+                "variant": variant.name,
+                "profile": params.profile,
+                "data_source": source.effective_source,
+                "scaling": data.info["scaling"]["method"],
+                "train_images": len(fit_set),
+                "validation_images": len(validation_set),
+                "param_count": model.count_params(),
+            }
+        )
+        tracking.log_dataset(
+            fit_set.images,
+            fit_set.labels,
+            source.effective_source,
+            name=f"{variant.dataset}-train",
+            digest=data.digest,
+        )
+
+
+def _finish(
+    variant: Variant,
+    model: keras.Model,
+    params: Params,
+    data: ProcessedData,
+    outputs: TrainingOutputs,
+    checkpoint: Checkpoint,
+    state: TrainingState,
+    fit_set: ImageSplit,
+) -> dict[str, Any]:
+    """Keep the right epoch's weights, write the outputs, log the model; return the record."""
+    train_params = params.train[variant.name]
+    if train_params.keep_best:
+        model.load_weights(checkpoint.best_weights(state))
+    kept_epoch = state.best_epoch if train_params.keep_best else state.epochs_done - 1
+    record = {
+        "variant": variant.name,
+        "run_id": state.run_id,
+        "epochs": state.epochs_done,
+        "kept_epoch": kept_epoch,  # 0-based, as history.csv and MLflow's steps
+        "train_seconds": round(state.train_seconds, 2),
+        "param_count": model.count_params(),
+        "history": state.history,
+        "data_digest": data.digest,
+        "data_source": getattr(params.data, variant.dataset).effective_source,
+        "profile": params.profile,
+        "backend": keras.backend.backend(),
+        "engine": params.engine.model_dump(),
+        "device": describe_device(),
+        "keras_version": keras.__version__,
+    }
+    _save_model(model, outputs.model)
+    write_json(outputs.record, record)
+    _write_history_csv(outputs.history, state.history)
+    with tracking.store_calls("logging the trained model"):
         mlflow.log_metrics(
             {
                 "train_seconds": state.train_seconds,
@@ -228,7 +315,6 @@ def train_variant(
             }
         )
         tracking.log_keras_model(model, fit_set.images[:2])
-    checkpoint.clear()
     return record
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from deeplecture.data.archive import ArchiveError, read_member, safe_members
@@ -49,9 +49,10 @@ _BINARY_EXTRAS = (f"{BINARY_DIR}/batches.meta.txt", f"{BINARY_DIR}/readme.html")
 _PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
 RECORD_BYTES = 1 + _PIXELS
 # Caps on what one member may make us read into memory; a canonical batch is 10,000 records
-# and a 32x32 image file is a few KiB, so anything far larger is not CIFAR-10.
+# and a 32x32 image file is a few KiB (an uncompressed 32x32 RGBA PNG about 4 KiB), so
+# anything far larger is not CIFAR-10.
 _MAX_BATCH_BYTES = 10_000 * RECORD_BYTES
-_MAX_IMAGE_BYTES = 1024 * 1024
+_MAX_IMAGE_BYTES = 64 * 1024
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -287,32 +288,31 @@ def _read_image_folder(
     shuffle_seed: int,
     progress: bool,
 ) -> tuple[ImageSplit, ImageSplit]:
-    # Read in archive order, then sort, so the result does not depend on how the tar was written.
-    raw = sorted(
-        ((entry, read_member(tar, entry.member)) for entry in entries),
-        key=lambda item: item[0].name,
-    )
-    rng = np.random.default_rng(shuffle_seed)
-    splits = []
+    # Each member is decoded as soon as it is read, so memory holds decoded 3 KiB images, never
+    # the whole archive's file bytes; they are then sorted by name, so the result does not
+    # depend on how the tar was written.
+    decoded: dict[str, list[tuple[str, np.ndarray, int]]] = {split: [] for split in SPLITS}
     with tqdm(
-        total=len(raw),
+        total=len(entries),
         desc=f"decoding {archive_name}",
         unit="img",
         file=sys.stderr,
         disable=not progress,
     ) as bar:
-        for split in SPLITS:
-            items = [(entry, data) for entry, data in raw if entry.split == split]
-            images = np.empty((len(items), *IMAGE_SHAPE), dtype=np.uint8)
-            labels = np.empty(len(items), dtype=np.uint8)
-            for i, (entry, data) in enumerate(items):
-                images[i] = _decode_image(data, entry.member.name, archive_name)
-                labels[i] = entry.label
-                bar.update()
-            # Images come class by class; without a shuffle a tail validation split would
-            # hold only the last class.
-            order = rng.permutation(len(items))
-            splits.append(ImageSplit(images[order], labels[order]))
+        for entry in entries:
+            pixels = _decode_image(read_member(tar, entry.member), entry.member.name, archive_name)
+            decoded[entry.split].append((entry.name, pixels, entry.label))
+            bar.update()
+    rng = np.random.default_rng(shuffle_seed)
+    splits = []
+    for split in SPLITS:
+        items = sorted(decoded[split], key=lambda item: item[0])
+        images = np.stack([pixels for _, pixels, _ in items])
+        labels = np.array([label for _, _, label in items], dtype=np.uint8)
+        # Images come class by class; without a shuffle a tail validation split would hold
+        # only the last class.
+        order = rng.permutation(len(items))
+        splits.append(ImageSplit(images[order], labels[order]))
     return splits[0], splits[1]
 
 
@@ -322,6 +322,11 @@ def _decode_image(data: bytes, member_name: str, archive_name: str) -> np.ndarra
         with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as image:
             size = image.size
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8) if size == (32, 32) else None
+    except UnidentifiedImageError:
+        # Pillow's own message names the in-memory buffer (<_io.BytesIO object at 0x...>).
+        raise ValueError(
+            f"cannot decode image {member_name!r} in {archive_name}: not a JPEG or PNG file"
+        ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot decode image {member_name!r} in {archive_name}: {err}") from err
     if pixels is None:

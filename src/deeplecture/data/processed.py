@@ -68,12 +68,28 @@ def prepare(
         "scaling": {"method": params.scaling, "scale": scaling.scale, "offset": scaling.offset},
         "counts": {"train": len(fit), "validation": len(validation), "test": len(test)},
         "class_counts": {
-            name: np.bincount(split.labels, minlength=10).tolist()
+            name: np.bincount(split.labels, minlength=len(source_info["class_names"])).tolist()
             for name, split in zip(SPLITS, (fit, validation, test), strict=True)
         },
     }
     info["digest"] = content_digest((fit, validation, test), info["scaling"])
     return ProcessedData(fit, validation, test, scaling, info)
+
+
+def missing_class_warnings(info: dict[str, Any]) -> list[str]:
+    """One line for each split that lacks classes: its accuracy then says nothing about them
+    (a test split of one class scores 100 % for a model that always answers that class)."""
+    names = info["class_names"]
+    warnings = []
+    for split, counts in info["class_counts"].items():
+        present = [name for name, count in zip(names, counts, strict=True) if count]
+        if present and len(present) < len(names):
+            shown = ", ".join(present) if len(present) <= 3 else f"{len(present)} of them"
+            warnings.append(
+                f"the {split} split holds images of {len(present)} of the {len(names)} classes "
+                f"({shown}); its accuracy says nothing about the others"
+            )
+    return warnings
 
 
 def content_digest(splits: tuple[ImageSplit, ...], scaling: dict[str, Any]) -> str:
