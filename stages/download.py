@@ -18,9 +18,9 @@ from deeplecture.data.download import (
     fetch_files,
     is_local_source,
     member_source,
-    resolve_checksum,
 )
-from deeplecture.data.fashion_mnist import FILES, IdxFormatError, read_fashion_mnist
+from deeplecture.data.fashion_mnist import IdxFormatError, read_fashion_mnist
+from deeplecture.data.sources import FASHION_MNIST_FILES, resolve_checksum
 from deeplecture.params import Params, ParamsError, load_params
 
 
@@ -57,7 +57,7 @@ def download_fashion_mnist(params: Params, out: Path) -> str:
     settings = params.data.fashion_mnist
     base = settings.effective_source
     paths = fetch_files(
-        base, FILES.values(), out, settings.checksum, params_key="data.fashion_mnist"
+        base, FASHION_MNIST_FILES.values(), out, settings.checksum, params_key="data.fashion_mnist"
     )
     check_idx_files(out, base, paths)
     return f"{out}: {', '.join(path.name for path in paths)} verified from {base}"

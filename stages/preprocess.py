@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             "source": getattr(params.data, args.dataset).effective_source,
             "class_names": list(class_names),
         }
-        data = processed.prepare(train, test, settings, source_info)
+        plan = processed.SplitPlan.from_settings(settings.model_dump())
+        data = processed.prepare(train, test, plan, source_info)
         processed.save(data, args.out)
     except (ParamsError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

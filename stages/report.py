@@ -6,8 +6,10 @@ python stages/report.py --metrics metrics --plots plots --out reports
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from deeplecture.params import ParamsError, load_params
 from deeplecture.reporting.build import build_report
 
 
@@ -16,9 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics/ folder")
     parser.add_argument("--plots", type=Path, required=True, help="plots/ folder")
     parser.add_argument("--out", type=Path, required=True, help="reports/ folder")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
-    made = build_report(args.metrics, args.plots, args.out)
+    try:
+        quirks = load_params(args.params).quirks()
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    made = build_report(args.metrics, args.plots, args.out, quirks)
     print(f"{args.out / 'results.md'}: {len(made)} figures")
     return 0
 

@@ -57,7 +57,7 @@ def tiny_data(tmp_path: Path) -> Path:
     data = processed.prepare(
         ImageSplit(train_images, train_labels),
         ImageSplit(test_images, test_labels),
-        settings,
+        processed.SplitPlan.from_settings(settings.model_dump()),
         {"dataset": "cifar10", "source": "tests", "class_names": [f"class{i}" for i in range(10)]},
     )
     folder = tmp_path / "processed"

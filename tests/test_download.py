@@ -10,14 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplecture.data.download import (
-    KNOWN_ARCHIVES,
-    ChecksumMismatch,
-    DownloadError,
-    fetch,
-    file_checksum,
-    resolve_checksum,
-)
+from deeplecture.data.download import ChecksumMismatch, DownloadError, fetch, file_checksum
+from deeplecture.data.sources import KNOWN_ARCHIVES, ChecksumError, resolve_checksum
 from http_server import closed_port_url, serve_directory, silent_server
 
 NAME = "cifar-10-binary.tar.gz"
@@ -206,11 +200,11 @@ def test_resolve_checksum_auto_uses_the_pinned_hash():
 
 
 def test_resolve_checksum_auto_for_an_unknown_name_asks_for_a_hash():
-    with pytest.raises(DownloadError) as caught:
+    with pytest.raises(ChecksumError) as caught:
         resolve_checksum("https://example.org/my-cifar.tar.gz", "auto")
     assert "my-cifar.tar.gz" in str(caught.value)
     assert "-S data.cifar10.checksum=sha256:" in str(caught.value)
-    with pytest.raises(DownloadError, match=r"-S data\.fmnist\.checksum="):
+    with pytest.raises(ChecksumError, match=r"-S data\.fmnist\.checksum="):
         resolve_checksum("x.gz", "auto", params_key="data.fmnist")
 
 

@@ -11,12 +11,12 @@ import pytest
 
 from deeplecture.data.fashion_mnist import (
     CLASS_NAMES,
-    FILES,
     IdxFormatError,
     read_fashion_mnist,
     read_idx,
     write_idx,
 )
+from deeplecture.data.sources import FASHION_MNIST_FILES as FILES
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:

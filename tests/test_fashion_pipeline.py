@@ -24,8 +24,9 @@ from conftest import (
     write_params,
 )
 from deeplecture.data import processed
-from deeplecture.data.download import KNOWN_ARCHIVES
-from deeplecture.data.fashion_mnist import CLASS_NAMES, FILES, write_idx
+from deeplecture.data.fashion_mnist import CLASS_NAMES, write_idx
+from deeplecture.data.sources import FASHION_MNIST_FILES as FILES
+from deeplecture.data.sources import KNOWN_ARCHIVES
 from deeplecture.data.splits import ImageSplit
 from deeplecture.models import VARIANTS, get_variant
 from deeplecture.params import ParamsError, load_params
@@ -117,7 +118,7 @@ def test_shipped_params_are_the_tutorials_settings(tmp_path: Path) -> None:
     params = load_params(write_params(tmp_path, {}))
     source = params.data.fashion_mnist
     assert (source.effective_source, source.checksum) == (BASE_URL, "auto")
-    assert params.preprocess.fashion_mnist.validation_size(60_000) == 5_000
+    assert params.preprocess.fashion_mnist.validation_count == 5_000
     fashion = params.train["fashion"]
     assert (fashion.lecture_accuracy, fashion.epochs, fashion.batch_size) == (0.92, 10, 64)
     assert (fashion.learning_rate, fashion.lr_schedule, fashion.keep_best) == (
@@ -129,7 +130,7 @@ def test_shipped_params_are_the_tutorials_settings(tmp_path: Path) -> None:
 
     smoke = load_params(write_params(tmp_path, {"profile": "smoke"}))
     assert smoke.train["fashion"].epochs == 2
-    assert smoke.preprocess.fashion_mnist.validation_size(2000) == 200
+    assert smoke.preprocess.fashion_mnist.validation_count == 200
     assert smoke.data.fashion_mnist.effective_source == BASE_URL  # no sample: the same files
 
 
@@ -168,7 +169,7 @@ def _disagreeing_data(tmp_path: Path) -> processed.ProcessedData:
     return processed.prepare(
         ImageSplit(images[..., np.newaxis], labels),
         ImageSplit(test_images[..., np.newaxis], test_labels),
-        settings,
+        processed.SplitPlan.from_settings(settings.model_dump()),
         {"dataset": "fashion_mnist", "source": "tests", "class_names": list(CLASS_NAMES)},
     )
 

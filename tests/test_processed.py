@@ -18,9 +18,10 @@ from stage_runner import run_stage
 SOURCE_INFO = {"dataset": "cifar10", "source": "tests", "class_names": list("abcdefghij")}
 
 
-def _settings(tmp_path: Path, **changes: object):
+def _settings(tmp_path: Path, **changes: object) -> processed.SplitPlan:
     dotted = {f"preprocess.cifar10.{key}": value for key, value in changes.items()}
-    return load_params(write_params(tmp_path, dotted)).preprocess.cifar10
+    settings = load_params(write_params(tmp_path, dotted)).preprocess.cifar10
+    return processed.SplitPlan.from_settings(settings.model_dump())
 
 
 def _split(count: int, seed: int) -> ImageSplit:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import write_params
+from deeplecture.params import load_params
 from deeplecture.reporting.build import build_report
 from deeplecture.reporting.results import describe_source
 
@@ -62,7 +64,8 @@ def _write_inputs(root: Path) -> None:
 
 
 def _generate(root: Path) -> str:
-    build_report(root / "metrics", root / "plots", root / "reports")
+    quirks = load_params(write_params(root, {})).quirks()  # as the report stage reads them
+    build_report(root / "metrics", root / "plots", root / "reports", quirks)
     return (root / "reports" / "results.md").read_text()
 
 

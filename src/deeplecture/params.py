@@ -14,16 +14,21 @@ Every stage reads its settings through `load_params`, which
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from deeplecture.data import fashion_mnist
-from deeplecture.data.download import resolve_file_checksums
+from deeplecture.data.sources import FASHION_MNIST_FILES, resolve_file_checksums
 
 FULL_PROFILE = "full"  # the lecture's settings (`dvc repro`)
 # Every profile a per-profile value names, `{full: ..., smoke: ...}`.
@@ -68,7 +73,7 @@ class FashionMnistSourceParams(_Source):
     def _one_hash_per_file(cls, value: str | dict[str, str]) -> str | dict[str, str]:
         # Checked now, not at download time: a missing, unknown or malformed entry fails
         # before any work, named by its key.
-        resolve_file_checksums(fashion_mnist.FILES.values(), value, "data.fashion_mnist")
+        resolve_file_checksums(FASHION_MNIST_FILES.values(), value, "data.fashion_mnist")
         return value
 
 
@@ -77,21 +82,12 @@ class DataParams(_Strict):
     fashion_mnist: FashionMnistSourceParams
 
 
-class SplitParams(_Strict, ABC):
+class SplitParams(_Strict):
     """What every dataset's preprocessing decides: limits, the validation tail, the scaling."""
 
     scaling: Literal["divide255", "standardize"]
     train_limit: int | None = Field(gt=0)
     test_limit: int | None = Field(gt=0)
-
-    @abstractmethod
-    def validation_size(self, train_count: int) -> int:
-        """How many of the last `train_count` training images become the validation split."""
-
-    @property
-    @abstractmethod
-    def wants_validation(self) -> bool:
-        """Whether a validation split is asked for (so an empty one is an error)."""
 
 
 class PreprocessParams(SplitParams):
@@ -100,25 +96,11 @@ class PreprocessParams(SplitParams):
     validation_fraction: float = Field(ge=0.0, lt=1.0)
     shuffle_seed: int
 
-    def validation_size(self, train_count: int) -> int:
-        return int(round(train_count * self.validation_fraction))
-
-    @property
-    def wants_validation(self) -> bool:
-        return self.validation_fraction > 0
-
 
 class FashionPreprocessParams(SplitParams):
     """Fashion-MNIST: a count (the tutorial's 55,000 / 5,000); IDX order is already mixed."""
 
     validation_count: int = Field(ge=0)
-
-    def validation_size(self, train_count: int) -> int:
-        return self.validation_count
-
-    @property
-    def wants_validation(self) -> bool:
-        return self.validation_count > 0
 
 
 class PreprocessSection(_Strict):
@@ -152,10 +134,27 @@ class EngineParams(_Strict):
 
 class Params(_Strict):
     profile: Literal["full", "smoke"]
+    # dataset -> variant -> the lecture's quirks the report states beside the variant's row
+    variants: dict[Literal["cifar10", "fashion_mnist"], dict[str, list[str]]]
     data: DataParams
     preprocess: PreprocessSection
     engine: EngineParams
     train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88", "fashion"], TrainParams]
+
+    @model_validator(mode="after")
+    def _every_variant_has_settings(self) -> Params:
+        listed = {name for names in self.variants.values() for name in names}
+        if listed != set(self.train):
+            raise ValueError(
+                "variants and train must name the same variants "
+                f"(only in variants: {sorted(listed - set(self.train))}, "
+                f"only in train: {sorted(set(self.train) - listed)})"
+            )
+        return self
+
+    def quirks(self) -> dict[str, list[str]]:
+        """variant -> the lecture's quirks, for every dataset."""
+        return {name: list(q) for names in self.variants.values() for name, q in names.items()}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

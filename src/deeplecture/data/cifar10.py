@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from deeplecture.data.archive import ArchiveError, read_member, safe_members
+from deeplecture.data.sources import CIFAR10_BINARY_URL
 from deeplecture.data.splits import ImageSplit
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -40,7 +41,6 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 IMAGE_SHAPE = (32, 32, 3)
 
-BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 BINARY_DIR = "cifar-10-batches-bin"
 PYTHON_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"{BINARY_DIR}/data_batch_{i}.bin" for i in range(1, 6))
@@ -138,7 +138,7 @@ def _classify(names: list[str], archive_name: str) -> str:
             f"{archive_name} is the CIFAR-10 python archive (members under {PYTHON_DIR}/). "
             "Its batches are Python pickles, and unpickling downloaded data can execute "
             "arbitrary code, so they are never loaded. Use the binary archive "
-            f"({BINARY_URL}) or an image-folder archive ({_IMAGE_LAYOUT}) instead."
+            f"({CIFAR10_BINARY_URL}) or an image-folder archive ({_IMAGE_LAYOUT}) instead."
         )
     if any(name.split("/")[0] == BINARY_DIR for name in names):
         return "binary"

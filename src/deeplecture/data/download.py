@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import re
 import sys
 import time
 import urllib.error
@@ -20,35 +19,23 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from tqdm import tqdm
 
 from deeplecture.atomic import atomic_path
+from deeplecture.data.sources import (
+    URL_SCHEMES,
+    resolve_checksum,
+    resolve_file_checksums,
+    source_basename,
+)
 
 log = logging.getLogger(__name__)
 
-KNOWN_ARCHIVES: dict[str, str] = {
-    "cifar-10-binary.tar.gz": "md5:c32a1d4ab5d03f1284b67883e8d87530",
-    "cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a",
-    # A public JPEG re-encoding of CIFAR-10 (lossy; an override, never the default source).
-    "cifar10-jpeg.tar.gz": (
-        "sha256:477d854b471e3cc9fffac595e94a7fd4add79fcc23ed3b6dd9c539733ef7e001"
-    ),
-    # The sample shipped in data/sample/ (see its README), the smoke profile's default source.
-    "cifar10-sample.tar.gz": (
-        "sha256:cfcd49c7d2d8bb4d271a55967792676f1f2d4ca77ccf4ce75ebca609dec04aca"
-    ),
-    "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
-}
 
 CHUNK_SIZE = 1024 * 1024
-_CHECKSUM_FORM = re.compile(r"(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})")
-_URL_SCHEMES = ("http", "https")
 
 
 class DownloadError(RuntimeError):
@@ -99,66 +86,6 @@ class _Hints:
                 "<its hash>}' (one entry per file)"
             )
         return f"-S {self.params_key}.checksum={checksum}"
-
-
-def source_basename(source: str) -> str:
-    """The file name of `source`, whether it is a URL or a local path."""
-    parsed = urllib.parse.urlparse(source)
-    if parsed.scheme in (*_URL_SCHEMES, "file"):
-        return PurePosixPath(urllib.parse.unquote(parsed.path)).name
-    return Path(source).name
-
-
-def resolve_checksum(source: str, checksum: str, params_key: str = "data.cifar10") -> str:
-    """Turn `checksum` into a normalised "md5:<hex>" / "sha256:<hex>" string.
-
-    "auto" looks up the pinned hash of the source's file name in KNOWN_ARCHIVES.
-    """
-    if checksum.strip().lower() == "auto":
-        name = source_basename(source)
-        try:
-            return KNOWN_ARCHIVES[name]
-        except KeyError:
-            raise DownloadError(
-                f"there is no pinned checksum for the file name {name!r} (source {source}); "
-                f"pass the file's hash explicitly, e.g. -S {params_key}.checksum=sha256:<hex> "
-                f"(compute it with `sha256sum {name}`)"
-            ) from None
-    normalised = checksum.strip().lower()
-    if not _CHECKSUM_FORM.fullmatch(normalised):
-        raise ValueError(
-            f"invalid checksum {checksum!r}: expected 'auto', 'md5:<32 hex digits>' "
-            "or 'sha256:<64 hex digits>'"
-        )
-    return normalised
-
-
-def resolve_file_checksums(
-    names: Iterable[str], checksum: str | Mapping[str, str], params_key: str
-) -> dict[str, str]:
-    """One normalised checksum per file name, in the order of `names`.
-
-    `checksum` is "auto" (each file's pinned hash, by its name) or a mapping that gives every
-    file of `names`, and nothing else, its own "md5:<hex>" / "sha256:<hex>".
-    """
-    names = list(names)
-    if isinstance(checksum, str):
-        if checksum.strip().lower() != "auto":
-            raise ValueError(f"expected 'auto' or one checksum per file ({', '.join(names)})")
-        checksum = dict.fromkeys(names, "auto")
-    missing = [name for name in names if name not in checksum]
-    unknown = [name for name in checksum if name not in names]
-    if missing or unknown:
-        problems = [f"no checksum for {', '.join(missing)}"] if missing else []
-        problems += [f"unknown file {', '.join(map(repr, unknown))}"] if unknown else []
-        raise ValueError(f"{'; '.join(problems)} (expected exactly: {', '.join(names)})")
-    resolved = {}
-    for name in names:
-        try:
-            resolved[name] = resolve_checksum(name, checksum[name], params_key)
-        except ValueError as error:
-            raise ValueError(f"{name}: {error}") from None
-    return resolved
 
 
 def member_source(base: str, name: str) -> str:
@@ -266,7 +193,7 @@ def fetch_files(
 def local_source(source: str) -> Path | None:
     """The absolute path a local source (path or file:// URL) names; None for an http(s) URL."""
     parsed = urllib.parse.urlparse(source)
-    return None if parsed.scheme in _URL_SCHEMES else _local_path(source, parsed)
+    return None if parsed.scheme in URL_SCHEMES else _local_path(source, parsed)
 
 
 def is_local_source(source: str, path: Path) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from deeplecture.atomic import atomic_path
+from deeplecture.data.sources import FASHION_MNIST_FILES
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -24,12 +25,6 @@ CLASS_NAMES: tuple[str, ...] = (
     "Ankle boot",
 )
 
-FILES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 # IDX type code for unsigned bytes; the only one Fashion-MNIST uses.
 _UBYTE = 0x08
@@ -131,9 +126,13 @@ def read_fashion_mnist(
     """
     folder = Path(folder)
     # Check all four up front so a half-downloaded folder fails before any parsing.
-    for name in FILES.values():
+    for name in FASHION_MNIST_FILES.values():
         if not (folder / name).is_file():
             raise FileNotFoundError(f"Fashion-MNIST file {name} not found in {folder}")
-    train = _read_split(folder, FILES["train_images"], FILES["train_labels"])
-    test = _read_split(folder, FILES["test_images"], FILES["test_labels"])
+    train = _read_split(
+        folder, FASHION_MNIST_FILES["train_images"], FASHION_MNIST_FILES["train_labels"]
+    )
+    test = _read_split(
+        folder, FASHION_MNIST_FILES["test_images"], FASHION_MNIST_FILES["test_labels"]
+    )
     return train, test

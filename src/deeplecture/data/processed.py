@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import numpy as np
 
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.data.splits import ImageSplit
-from deeplecture.params import SplitParams
 from deeplecture.scaling import Scaling
 
 SPLITS = ("train", "validation", "test")
@@ -36,18 +35,44 @@ class ProcessedData:
         return self.info["digest"]
 
 
+@dataclass(frozen=True)
+class SplitPlan:
+    """How a decoded dataset becomes the processed one (a preprocess.<dataset> section)."""
+
+    scaling: str  # divide255 | standardize
+    train_limit: int | None = None  # keep only the first N (None: all)
+    test_limit: int | None = None
+    validation_fraction: float = 0.0  # the last fraction of the training images (CIFAR-10)...
+    validation_count: int | None = None  # ...or the last N (Fashion-MNIST); wins when set
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> SplitPlan:
+        """The plan from a settings mapping, ignoring its keys that are not the plan's."""
+        names = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in settings.items() if key in names})
+
+    def validation_size(self, train_count: int) -> int:
+        if self.validation_count is not None:
+            return self.validation_count
+        return int(round(train_count * self.validation_fraction))
+
+    @property
+    def wants_validation(self) -> bool:
+        return bool(self.validation_count) or self.validation_fraction > 0
+
+
 def prepare(
-    train: ImageSplit, test: ImageSplit, params: SplitParams, source_info: dict[str, Any]
+    train: ImageSplit, test: ImageSplit, plan: SplitPlan, source_info: dict[str, Any]
 ) -> ProcessedData:
     """Limit, split off the validation tail, decide the scaling and compute the digest."""
-    train = ImageSplit(train.images[: params.train_limit], train.labels[: params.train_limit])
-    test = ImageSplit(test.images[: params.test_limit], test.labels[: params.test_limit])
+    train = ImageSplit(train.images[: plan.train_limit], train.labels[: plan.train_limit])
+    test = ImageSplit(test.images[: plan.test_limit], test.labels[: plan.test_limit])
     # Keras' validation_split=0.1 takes the *last* 10 % of the arrays before any shuffling, and
     # the Fashion-MNIST tutorial its last 5,000 images; doing the same here keeps the lecture's
     # split while making it explicit and reusable.
-    n_validation = params.validation_size(len(train))
+    n_validation = plan.validation_size(len(train))
     n_fit = len(train) - n_validation
-    if n_fit <= 0 or len(test) == 0 or (params.wants_validation and n_validation == 0):
+    if n_fit <= 0 or len(test) == 0 or (plan.wants_validation and n_validation == 0):
         raise ValueError(
             f"too little data after limits: {len(train)} training images "
             f"({n_fit} to fit, {n_validation} to validate), {len(test)} test images"
@@ -56,7 +81,7 @@ def prepare(
     validation = ImageSplit(train.images[n_fit:], train.labels[n_fit:])
 
     channels = train.images.shape[-1]
-    if params.scaling == "divide255":
+    if plan.scaling == "divide255":
         scaling = Scaling.divide255(channels)
     else:
         # Statistics of the fitting split only: the validation and test images must not leak in.
@@ -65,7 +90,7 @@ def prepare(
 
     info = {
         **source_info,
-        "scaling": {"method": params.scaling, "scale": scaling.scale, "offset": scaling.offset},
+        "scaling": {"method": plan.scaling, "scale": scaling.scale, "offset": scaling.offset},
         "counts": {"train": len(fit), "validation": len(validation), "test": len(test)},
         "class_counts": {
             name: np.bincount(split.labels, minlength=len(source_info["class_names"])).tolist()

@@ -9,9 +9,13 @@ from deeplecture.reporting import figures, markdown
 from deeplecture.reporting.results import collect, read_foundations
 
 
-def build_report(metrics_root: Path, plots_root: Path, report_dir: Path) -> dict[str, Path]:
-    """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made."""
-    results = collect(metrics_root, plots_root)
+def build_report(
+    metrics_root: Path, plots_root: Path, report_dir: Path, quirks: dict[str, list[str]]
+) -> dict[str, Path]:
+    """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made.
+
+    `quirks`: variant -> the lecture's quirks, stated beside its row."""
+    results = collect(metrics_root, plots_root, quirks)
     figure_dir = report_dir / "figures"
     made: dict[str, Path] = {}
     if results:

@@ -23,18 +23,6 @@ SOURCE_KINDS = {
     "fashion-mnist.s3-website.eu-central-1.amazonaws.com": "canonical Fashion-MNIST",
 }
 
-# The lecture's quirks, stated beside the rows they affect (no figures here: those are params).
-QUIRKS = {
-    "cnn84": [
-        "the reported loss includes the L2 kernel penalty",
-        "epochs not stated in the lecture (inferred)",
-    ],
-    "cnn88": [
-        "validation data is the test set (the lecture passes it as validation_data)",
-        "the learning-rate schedule's third branch can never run (reproduced as written)",
-        "the reported loss includes the L2 kernel penalty",
-    ],
-}
 
 
 @dataclass(frozen=True)
@@ -44,14 +32,11 @@ class ModelResult:
     metrics: dict[str, Any]
     history: dict[str, list[float]]  # column -> per-epoch values; empty if no history file
     predictions: list[tuple[str, str]]  # (actual, predicted) per test image; empty if none
+    quirks: list[str]  # the lecture's, stated beside the row (params.yaml variants)
 
     @property
     def source_kind(self) -> str:
         return describe_source(self.metrics.get("data_source", ""))
-
-    @property
-    def quirks(self) -> list[str]:
-        return QUIRKS.get(self.variant, [])
 
 
 def describe_source(source: str) -> str:
@@ -60,7 +45,9 @@ def describe_source(source: str) -> str:
     return SOURCE_KINDS.get(name, f"local copy: {name}" if name else "unknown")
 
 
-def collect(metrics_root: Path, plots_root: Path) -> list[ModelResult]:
+def collect(
+    metrics_root: Path, plots_root: Path, quirks: dict[str, list[str]]
+) -> list[ModelResult]:
     """Every model with a metrics file, in dataset then variant order."""
     results = []
     for dataset in DATASETS:
@@ -73,6 +60,7 @@ def collect(metrics_root: Path, plots_root: Path) -> list[ModelResult]:
                     metrics=json.loads(metrics_path.read_text()),
                     history=_read_columns(plots_root / dataset / variant / "history.csv"),
                     predictions=_read_pairs(plots_root / dataset / variant / "predictions.csv"),
+                    quirks=quirks.get(variant, []),
                 )
             )
     return results

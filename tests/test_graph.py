@@ -1,0 +1,90 @@
+"""The pipeline graph tells the truth: each stage depends on every file of code it runs.
+
+DVC decides what to rerun from each stage's `deps`. A file that a stage imports but does not
+declare can change the stage's results while `dvc status` says everything is up to date.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+from conftest import PROJECT_ROOT
+from import_closure import import_closure, uncovered
+
+SOURCE_ROOT = PROJECT_ROOT / "src"
+CODE_FOLDERS = ("src", "stages")
+
+
+def _stages() -> list:
+    """Every stage of both pipelines, with DVC's own templating resolved."""
+    return list(Repo(str(PROJECT_ROOT)).index.stages)
+
+
+def _script(stage) -> Path:
+    match = re.search(r"\bpython\s+(\S+\.py)\b", stage.cmd)
+    assert match, f"{stage.addressing}: no `python <script>.py` in its cmd {stage.cmd!r}"
+    return Path(stage.wdir) / match.group(1)
+
+
+def _dep_paths(stage) -> list[Path]:
+    return [Path(dep.fs_path) for dep in stage.deps]
+
+
+@pytest.mark.parametrize("stage", _stages(), ids=lambda stage: stage.addressing)
+def test_a_stage_depends_on_every_file_its_script_imports(stage) -> None:
+    script = _script(stage)
+    deps = _dep_paths(stage)
+    assert script in deps, f"{stage.addressing}: its own script {script} is not in its deps"
+    missing = uncovered(import_closure(script, SOURCE_ROOT), deps)
+    assert not missing, (
+        f"{stage.addressing} imports, but does not list in its deps: "
+        + ", ".join(str(path.relative_to(PROJECT_ROOT)) for path in missing)
+    )
+
+
+@pytest.mark.parametrize("stage", _stages(), ids=lambda stage: stage.addressing)
+def test_every_code_dependency_exists(stage) -> None:
+    for dep in _dep_paths(stage):
+        relative = dep.relative_to(PROJECT_ROOT)
+        if relative.parts[0] in CODE_FOLDERS:
+            assert dep.exists(), f"{stage.addressing}: declared dep {relative} does not exist"
+
+
+def test_an_undeclared_import_is_found_even_inside_a_function(tmp_path: Path) -> None:
+    """The check itself, on a made-up package: a lazy import two steps away is found."""
+    package = tmp_path / "src" / "deeplecture"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""docstring only: not code."""\n__version__ = "1"\n')
+    (package / "data" / "__init__.py").write_text("")
+    (package / "data" / "reader.py").write_text(
+        "def read():\n    from deeplecture import helpers\n    return helpers.VALUE\n"
+    )
+    (package / "helpers.py").write_text("VALUE = 1\n")
+    script = tmp_path / "stages" / "stage.py"
+    script.parent.mkdir()
+    script.write_text("from deeplecture.data.reader import read\n")
+
+    closure = import_closure(script, tmp_path / "src")
+    assert closure == {package / "data" / "reader.py", package / "helpers.py"}
+    declared = [script, package / "data" / "reader.py"]
+    assert uncovered(closure, declared) == [package / "helpers.py"]
+    assert uncovered(closure, [script, package]) == []  # a folder covers what is in it
+
+
+def test_the_top_level_plots_name_exactly_the_variants_of_params_yaml() -> None:
+    """DVC cannot loop in dvc.yaml's top-level plots: they must follow params.yaml's list."""
+    from ruamel.yaml import YAML
+
+    from deeplecture.params import load_params
+
+    variants = set(load_params(PROJECT_ROOT / "params.yaml").variants["cifar10"])
+    plots = YAML(typ="safe").load((PROJECT_ROOT / "dvc.yaml").read_text())["plots"]
+    for definition in plots:
+        if isinstance(definition, dict):
+            ((title, settings),) = definition.items()
+            named = {Path(path).parent.name for path in settings["y"]}
+            assert named == variants, f"plot {title!r} names {sorted(named)}"
