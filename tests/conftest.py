@@ -90,14 +90,12 @@ def write_params(folder: Path, changes: dict[str, object]) -> Path:
     """Write the shipped params.yaml into `folder` with dotted-key `changes`, as `-S` would."""
     from ruamel.yaml import YAML
 
+    from deeplecture.params import set_dotted
+
     yaml = YAML()  # round-trip mode keeps the comments, as DVC's -S does
     document = yaml.load(shipped_params_text())
     for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = document
-        for key in parents:
-            node = node[key]
-        node[last] = value
+        set_dotted(document, dotted, value)
     path = folder / "params.yaml"
     with path.open("w") as handle:
         yaml.dump(document, handle)

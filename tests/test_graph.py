@@ -40,9 +40,8 @@ def test_a_stage_depends_on_every_file_its_script_imports(stage) -> None:
     deps = _dep_paths(stage)
     assert script in deps, f"{stage.addressing}: its own script {script} is not in its deps"
     missing = uncovered(import_closure(script, SOURCE_ROOT), deps)
-    assert not missing, (
-        f"{stage.addressing} imports, but does not list in its deps: "
-        + ", ".join(str(path.relative_to(PROJECT_ROOT)) for path in missing)
+    assert not missing, f"{stage.addressing} imports, but does not list in its deps: " + ", ".join(
+        str(path.relative_to(PROJECT_ROOT)) for path in missing
     )
 
 

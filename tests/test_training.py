@@ -232,6 +232,12 @@ def test_the_lecture88_schedule_and_its_dead_branch() -> None:
     assert lecture88_schedule(124, 1e-3) == 5e-4  # "> 100: 3e-4" never runs
 
 
+def test_the_lecture88_schedule_follows_the_learning_rate_param() -> None:
+    """train.cnn88.learning_rate trains what it says: the schedule scales with it."""
+    assert lecture88_schedule(0, 2e-3) == 2e-3
+    assert lecture88_schedule(76, 2e-3) == 1e-3
+
+
 def test_endless_batches_cross_pass_boundaries_and_cover_every_image() -> None:
     images = np.arange(10, dtype="uint8").reshape(10, 1, 1, 1)
     split = ImageSplit(images, np.arange(10, dtype="uint8") % 10)

@@ -37,6 +37,7 @@ from ruamel.yaml import YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("progression", "benchmark", "determinism")
+RUN_PARAMS = PROJECT_ROOT / "gpu-results" / "params.yaml"  # params.yaml with this run's overrides
 RESULT_GLOBS = (
     "metrics/cifar10/*.json",
     "plots/cifar10/*/*.csv",
@@ -71,14 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "data.cifar10.source": str(args.archive.resolve()),
         **dict(_parse_override(item) for item in args.set),
     }
-    # The stages read params.yaml, as under DVC: the overrides go there for this run only.
-    params_path = PROJECT_ROOT / "params.yaml"
-    original_params = params_path.read_text()
-    try:
-        write_params(params_path, overrides)
-        return run_phases(args, overrides)
-    finally:
-        params_path.write_text(original_params)
+    return run_phases(args, overrides)
 
 
 def run_phases(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
@@ -92,10 +86,12 @@ def run_phases(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             print(f"warning: XLA refused {XLA_FLAG}: {probe['error']}; training with "
                   "engine.deterministic=false", flush=True)  # fmt: skip
             overrides["engine.deterministic"] = False
-            write_params(PROJECT_ROOT / "params.yaml", {"engine.deterministic": False})
     print(json.dumps(summary["environment"], indent=2), flush=True)
     extra = PROJECT_ROOT / "gpu-results"
     extra.mkdir(exist_ok=True)
+    # The stages read this copy (--params), never an edited params.yaml: a kill of this script
+    # leaves the checkout as it was.
+    write_params(PROJECT_ROOT / "params.yaml", overrides, RUN_PARAMS)
 
     variants = args.variants.split(",")
     if "progression" in phases:
@@ -113,7 +109,6 @@ def run_phases(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         )  # fmt: skip
 
     (extra / "gpu-run.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (extra / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())  # as run
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-run.json").write_text(json.dumps(summary, indent=2) + "\n")
     pack_results(args.out / "gpu-results.tar.gz")
@@ -133,7 +128,8 @@ def run_progression(variants: list[str]) -> dict[str, Any]:
         name = f"{stage}@{key}" if key else stage
         print(f"=== {name}", flush=True)
         started = time.perf_counter()
-        done = subprocess.run(stage_command(stage, key), cwd=PROJECT_ROOT)
+        command = [*stage_command(stage, key), "--params", str(RUN_PARAMS)]
+        done = subprocess.run(command, cwd=PROJECT_ROOT)
         seconds[name] = round(time.perf_counter() - started, 1)
         if done.returncode != 0:
             print(f"error: stage {name} failed (exit {done.returncode})", flush=True)
@@ -192,7 +188,7 @@ def probe_xla_deterministic_flag() -> dict[str, Any]:
 def run_benchmark(json_path: Path, arguments: list[str]) -> dict[str, Any]:
     command = [
         sys.executable, "benchmarks/train_speed.py", "--data", "data/processed/cifar10",
-        "--variant", "cnn74", "--json", str(json_path), *arguments,
+        "--variant", "cnn74", "--json", str(json_path), "--params", str(RUN_PARAMS), *arguments,
     ]  # fmt: skip
     print(f"=== {shlex.join(command[1:])}", flush=True)
     if subprocess.run(command, cwd=PROJECT_ROOT).returncode != 0:
@@ -207,28 +203,41 @@ def stage_command(stage: str, key: str | None) -> list[str]:
     if key is None:
         command = definition["cmd"]
     else:
-        foreach = definition["foreach"]
+        foreach = _resolve_template(definition["foreach"])
         if key not in foreach:
             raise SystemExit(f"error: dvc.yaml: {stage} has no foreach entry {key!r}")
         item = foreach[key] if isinstance(foreach, dict) else key
-        command = definition["do"]["cmd"].replace("${key}", key).replace("${item}", item)
+        command = definition["do"]["cmd"].replace("${key}", key)
+        if isinstance(item, str):
+            command = command.replace("${item}", item)
     words = shlex.split(command)
     return [sys.executable if words[0] == "python" else words[0], *words[1:]]
 
 
-def write_params(path: Path, overrides: dict[str, Any]) -> None:
-    """Apply dotted-key overrides to params.yaml in place, comments kept (as `dvc exp run -S`)."""
+def _resolve_template(value: Any) -> Any:
+    """A foreach written `${variants.cifar10}`: the params.yaml value it names, as DVC reads it."""
+    if not (isinstance(value, str) and value.startswith("${") and value.endswith("}")):
+        return value
+    node = YAML(typ="safe", pure=True).load((PROJECT_ROOT / "params.yaml").read_text())
+    for part in value[2:-1].split("."):
+        node = node[part]
+    return node
+
+
+def write_params(source: Path, overrides: dict[str, Any], destination: Path) -> None:
+    """`source` with dotted-key overrides applied (as `dvc exp run -S`), comments kept, written
+    to `destination`; `source` itself is never touched."""
+    from deeplecture.params import ParamsError, set_dotted
+
     yaml = YAML()
-    document = yaml.load(path.read_text())
+    document = yaml.load(source.read_text())
     for dotted, value in overrides.items():
-        *parents, last = dotted.split(".")
-        node = document
-        for part in parents:
-            node = node[part]
-        if last not in node:
-            raise SystemExit(f"error: params.yaml: {dotted}: no such key")
-        node[last] = value
-    with path.open("w") as handle:
+        try:
+            set_dotted(document, dotted, value)
+        except ParamsError as error:
+            raise SystemExit(f"error: params.yaml: {error}") from None
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with destination.open("w") as handle:
         yaml.dump(document, handle)
 
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-# mkstemp creates files readable by the owner only; finished files get the usual permissions.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -33,7 +29,7 @@ def atomic_path(final_path: str | os.PathLike, suffix: str = "") -> Iterator[Pat
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
-        os.chmod(tmp_path, _FILE_MODE)
+        os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, final_path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -48,3 +44,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, payload: Any) -> None:
     """Write `payload` as indented JSON to `path` atomically."""
     write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+@functools.cache
+def _file_mode() -> int:
+    """The mode a plain `open()` would give a new file: mkstemp creates files readable by the
+    owner only. Reading the umask means setting it, so it is read once, at the first write,
+    never at import."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -174,6 +174,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return document
 
 
+def set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `train.cnn74.epochs`-style keys in a parsed params document, as `dvc exp run -S`
+    does: the key must exist (a typo is an error, not a new setting)."""
+    *parents, last = dotted.split(".")
+    node = document
+    for part in parents:
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(f"{dotted}: no such key")
+        node = node[part]
+    if not isinstance(node, dict) or last not in node:
+        raise ParamsError(f"{dotted}: no such key")
+    node[last] = value
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read, resolve the selected profile and validate; raise `ParamsError` naming the bad key."""
     raw = read_yaml(path)

@@ -24,7 +24,6 @@ SOURCE_KINDS = {
 }
 
 
-
 @dataclass(frozen=True)
 class ModelResult:
     dataset: str
