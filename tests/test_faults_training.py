@@ -94,11 +94,11 @@ def test_a_kill_during_model_save_never_leaves_a_truncated_model(tmp_path: Path)
             from pathlib import Path
             from deeplecture.models import get_variant
             from deeplecture.scaling import Scaling
-            from deeplecture.training import _save_model
+            from deeplecture import model_file
             model = get_variant("cnn74").build(Scaling.divide255(3), False)
             print("ready", flush=True)
             while True:
-                _save_model(model, Path({str(target)!r}))
+                model_file.save(model, Path({str(target)!r}), [str(i) for i in range(10)])
             """
         )
     )

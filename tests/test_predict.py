@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplecture import predict
+from deeplecture import model_file, predict
 from deeplecture.cli import evaluate as evaluate_cli
 from deeplecture.cli import predict as predict_cli
 from deeplecture.data import cifar10, fashion_mnist
@@ -32,12 +32,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     keras.utils.set_random_seed(0)
     cifar = get_variant("cnn74").build(Scaling.divide255(3), False)
     cifar.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    cifar.save(folder / "cifar.keras")
+    model_file.save(cifar, folder / "cifar.keras", cifar10.CLASS_NAMES)
 
     inputs = keras.Input((28, 28, 1))
     hidden = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
     fashion = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
-    fashion.save(folder / "fashion.keras")
+    model_file.save(fashion, folder / "fashion.keras", fashion_mnist.CLASS_NAMES)
 
     rng = np.random.default_rng(0)
     paths = {"cifar": folder / "cifar.keras", "fashion": folder / "fashion.keras"}
@@ -103,10 +103,25 @@ def test_model_input_is_raw_pixels_in_the_models_shape(
     one = tmp_path / "one.npy"
     np.save(one, np.zeros((32, 32, 3), np.uint8))
     assert predict.load_batch(one, (32, 32, 3)).shape == (1, 32, 32, 3)
-    assert predict.class_names_for((32, 32, 3)) == cifar10.CLASS_NAMES
-    assert predict.class_names_for((28, 28, 1)) == fashion_mnist.CLASS_NAMES
-    with pytest.raises(ValueError, match="class names"):
-        predict.class_names_for((64, 64, 3))
+
+
+def test_the_model_file_names_its_classes(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert model_file.class_names(files["cifar"]) == cifar10.CLASS_NAMES
+    assert model_file.class_names(files["fashion"]) == fashion_mnist.CLASS_NAMES
+
+    plain = tmp_path / "plain.keras"  # saved by Keras alone: no names inside
+    keras.saving.load_model(files["cifar"]).save(plain)
+    assert model_file.class_names(plain) is None
+    status, _, err = run_main(predict_cli.main, [plain, files["rgb"]], capsys)
+    assert_error(status, err)
+    assert "does not name its classes" in err and "--class-names" in err
+    names = ",".join(f"c{i}" for i in range(10))
+    status, out, _ = run_main(
+        predict_cli.main, [plain, files["rgb"], "--class-names", names], capsys
+    )
+    assert status == 0 and out.splitlines()[1].split()[0].startswith("c")
 
 
 # --- deeplecture-predict ----------------------------------------------------------------------

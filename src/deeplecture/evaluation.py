@@ -94,6 +94,8 @@ def metrics_payload(
         "profile": training_record["profile"],
         "backend": training_record["backend"],
         "device": training_record["device"],
+        # What trained the model, and what scored it here (the same file, maybe another stack).
+        "versions": training_record.get("versions", {}),
     }
 
 

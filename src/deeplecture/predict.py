@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deeplecture.data import cifar10, fashion_mnist
-
 if TYPE_CHECKING:  # keras is only needed by the caller that already loaded a model
     import keras
 
@@ -152,25 +150,6 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             f"but the file holds {data_bytes:,} bytes"
         )
     return tuple(int(size) for size in shape), dtype
-
-
-def class_names_for(
-    input_shape: tuple[int, int, int], names: Sequence[str] | None = None
-) -> tuple[str, ...]:
-    """The class names of a model with this input: `names` if given, else CIFAR-10's for
-    (32, 32, 3) and Fashion-MNIST's for (28, 28, 1)."""
-    if names is not None:
-        return tuple(names)
-    known = {
-        cifar10.IMAGE_SHAPE: cifar10.CLASS_NAMES,
-        (28, 28, 1): fashion_mnist.CLASS_NAMES,
-    }
-    shape = tuple(input_shape)
-    if shape not in known:
-        raise ValueError(
-            f"no known class names for a model taking {shape} images; pass them explicitly"
-        )
-    return known[shape]
 
 
 def model_image_shape(model: keras.Model) -> tuple[int, int, int]:

@@ -69,6 +69,22 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = not deterministic
 
 
+def describe_versions() -> dict[str, str]:
+    """The versions that produced a result: Python, Keras and the backend framework Keras runs
+    on (each backend's package has the backend's name)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import keras
+
+    backend = keras.backend.backend()
+    versions = {"python": platform.python_version(), "keras": keras.__version__}
+    try:
+        versions[backend] = version(backend)
+    except PackageNotFoundError:
+        versions[backend] = "unknown"
+    return versions
+
+
 def describe_device() -> str:
     """A short description of what trains the model: the accelerator if any, else the CPU."""
     import keras

@@ -22,7 +22,7 @@ import keras
 import mlflow
 import numpy as np
 
-from deeplecture import tracking
+from deeplecture import model_file, tracking
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.checkpoints import Checkpoint, TrainingState, changed_settings, fingerprint
 from deeplecture.data.processed import ProcessedData
@@ -31,7 +31,7 @@ from deeplecture.fastpath.batches import shuffled_passes
 from deeplecture.fastpath.loop import fit_fast
 from deeplecture.models import Variant, get_variant
 from deeplecture.params import EngineParams, Params, TrainParams
-from deeplecture.runtime import describe_device, seed_everything
+from deeplecture.runtime import describe_device, describe_versions, seed_everything
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
@@ -303,9 +303,9 @@ def _finish(
         "backend": keras.backend.backend(),
         "engine": params.engine.model_dump(),
         "device": describe_device(),
-        "keras_version": keras.__version__,
+        "versions": describe_versions(),
     }
-    _save_model(model, outputs.model)
+    model_file.save(model, outputs.model, data.info["class_names"])
     write_json(outputs.record, record)
     _write_history_csv(outputs.history, state.history)
     with tracking.store_calls("logging the trained model"):
@@ -405,11 +405,6 @@ def run_epochs(
     else:
         batches = endless_batches(fit_set, params.batch_size, seed=batch_seed)
         model.fit(batches, steps_per_epoch=params.steps_per_epoch, **common)
-
-
-def _save_model(model: keras.Model, path: Path) -> None:
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
 
 
 def _write_history_csv(path: Path, history: dict[str, list[float]]) -> None:

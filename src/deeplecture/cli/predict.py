@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplecture import predict
+from deeplecture import model_file, predict
 from deeplecture.cli import fail, load_model, positive_int
 
 
@@ -47,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-names",
         type=class_name_list,
         metavar="A,B,...",
-        help="names of the model's outputs in order (default: CIFAR-10's for 32x32x3 "
-        "models, Fashion-MNIST's for 28x28x1)",
+        help="names of the model's outputs in order (default: the names saved in the model file)",
     )
     return parser
 
@@ -99,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model)
         input_shape = predict.model_image_shape(model)
-        class_names = predict.class_names_for(input_shape, args.class_names)
+        class_names = args.class_names or model_file.class_names(args.model)
+        if class_names is None:
+            raise ValueError(
+                f"{args.model} does not name its classes (saved by an older version): "
+                "pass them with --class-names A,B,..."
+            )
         sources, batch = read_inputs(args.images, input_shape)
         tops = predict.predict_top(model, batch, class_names, args.top)
     except (ValueError, OSError) as error:  # OSError: e.g. a file we may not read

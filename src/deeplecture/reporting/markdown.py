@@ -64,7 +64,7 @@ def _model_table(title: str, rows: list[ModelResult]) -> list[str]:
             f"| {100 * m['test_accuracy']:.2f} % | {difference:+.2f} pt | {m['test_loss']:.4f} "
             f"| {m['param_count']:,} | {m['epochs']} | {_duration(m['train_seconds'])} "
             f"| {r.source_kind} ({m.get('profile', '?')} profile) "
-            f"| {m.get('device', '?')}, {m.get('backend', '?')} |"
+            f"| {_stack(m)} |"
         )
     lines += ["", "† a lecture quirk applies (listed below).", ""]
     return lines
@@ -97,6 +97,15 @@ def _foundations(metrics: dict[str, float]) -> list[str]:
     ]
     lines += [f"| `{key}` | {value:.6g} |" for key, value in sorted(metrics.items())]
     return lines + [""]
+
+
+def _stack(metrics: dict) -> str:
+    """Device, backend and versions, as the metrics file states them."""
+    versions = dict(metrics.get("versions", {}))
+    backend = metrics.get("backend", "?")
+    parts = [metrics.get("device", "?"), f"{backend} {versions.pop(backend, '')}".strip()]
+    parts += [f"{name.capitalize()} {value}" for name, value in versions.items()]
+    return ", ".join(parts)
 
 
 def _duration(seconds: float) -> str:
