@@ -175,7 +175,7 @@ def test_the_written_accuracy_is_a_fresh_evaluation_of_the_saved_file(repo: Path
     import numpy as np
 
     with np.load(repo / "data" / "processed" / "cifar10" / "test.npz") as test:
-        images, onehot = test["images"], test["onehot"]
+        images, onehot = test["images"], keras.utils.to_categorical(test["labels"], 10)
     for variant in VARIANTS:
         model = keras.saving.load_model(repo / "models" / "cifar10" / f"{variant}.keras")
         fresh = model.evaluate(images, onehot, verbose=0, return_dict=True)

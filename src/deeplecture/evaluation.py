@@ -10,9 +10,9 @@ from typing import Any
 
 import keras
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 from deeplecture.atomic import atomic_path, write_json
+from deeplecture.confusion import confusion_matrix
 from deeplecture.data.splits import ImageSplit
 
 
@@ -66,7 +66,7 @@ def evaluate(model: keras.Model, test: ImageSplit, batch_size: int = 256) -> Eva
     probabilities = model.predict(test.images, batch_size=batch_size, verbose=0)
     predictions = probabilities.argmax(axis=1)
     num_classes = probabilities.shape[1]
-    matrix = confusion_matrix(test.labels, predictions, labels=range(num_classes))
+    matrix = confusion_matrix(test.labels, predictions, num_classes)
     return Evaluation(float(scores["loss"]), float(scores["accuracy"]), predictions, matrix)
 
 

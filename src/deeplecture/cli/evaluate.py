@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from deeplecture.cli import fail, load_model, positive_int
+from deeplecture.data import processed
 from deeplecture.data.splits import NUM_CLASSES, ImageSplit
 from deeplecture.predict import model_image_shape
 
@@ -44,39 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_split(folder: Path, split: str) -> ImageSplit:
-    """One split's `.npz` as written by preprocessing; a `ValueError` naming what is wrong."""
-    if not folder.is_dir():
-        raise ValueError(f"data folder not found: {folder}")
-    path = folder / f"{split}.npz"
-    if not path.is_file():
-        raise ValueError(f"split file not found: {path}")
-    arrays = _read_npz(path)
-    missing = [key for key in ("images", "labels") if key not in arrays]
-    if missing:
-        raise ValueError(f"{path}: has no {' or '.join(missing)} array")
-    images, labels = arrays["images"], arrays["labels"]
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"{path}: images of shape {images.shape}, expected (N, H, W, C), N > 0")
-    if labels.shape != (len(images),):
-        raise ValueError(f"{path}: {len(images)} images but labels of shape {labels.shape}")
-    if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise ValueError(f"{path}: labels must be integers 0..{NUM_CLASSES - 1}")
-    return ImageSplit(images, labels.astype(np.uint8))
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an `.npz` file; a `ValueError` naming it if it is not a readable one."""
-    try:
-        arrays = np.load(path, allow_pickle=False)  # never unpickle what a file says
-        if not isinstance(arrays, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with arrays:
-            return {key: arrays[key] for key in ("images", "labels") if key in arrays.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from error
-
-
 def check_fits(model: keras.Model, data: ImageSplit, path: Path) -> None:
     """The model must take the split's images and give one output per class."""
     expected, found = model_image_shape(model), tuple(data.images.shape[1:])
@@ -90,7 +55,7 @@ def check_fits(model: keras.Model, data: ImageSplit, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        data = load_split(args.data, args.split)
+        data = processed.load_split(args.data, args.split)
         model = load_model(args.model)
         from deeplecture import evaluation  # after load_model: it quiets TensorFlow first
 

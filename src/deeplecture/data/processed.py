@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from deeplecture.atomic import atomic_path, write_json
-from deeplecture.data.splits import ImageSplit
+from deeplecture.data.splits import NUM_CLASSES, ImageSplit
 from deeplecture.scaling import Scaling
 
 SPLITS = ("train", "validation", "test")
@@ -128,22 +129,61 @@ def content_digest(splits: tuple[ImageSplit, ...], scaling: dict[str, Any]) -> s
 
 
 def save(data: ProcessedData, folder: Path) -> None:
-    """Write each split as an uncompressed .npz (fast to load) and `info.json`, each atomically."""
+    """Write each split as an uncompressed .npz (fast to load) and `info.json`, each atomically.
+
+    Labels are stored as class indices; one-hot rows are made from them where a loss needs them.
+    """
     for name, split in zip(SPLITS, (data.train, data.validation, data.test), strict=True):
         with atomic_path(folder / f"{name}.npz", suffix=".npz") as tmp:
-            np.savez(tmp, images=split.images, labels=split.labels, onehot=split.onehot)
+            np.savez(tmp, images=split.images, labels=split.labels)
     write_json(folder / "info.json", data.info)
 
 
 def load(folder: Path) -> ProcessedData:
-    """Read what `save` wrote."""
+    """Read what `save` wrote, every split checked as `load_split` checks it."""
     folder = Path(folder)
-    info = json.loads((folder / "info.json").read_text())
-    splits = []
-    for name in SPLITS:
-        with np.load(folder / f"{name}.npz") as arrays:
-            splits.append(ImageSplit(arrays["images"], arrays["labels"]))
+    info_path = folder / "info.json"
+    if not info_path.is_file():
+        raise ValueError(f"{info_path} not found: is {folder} a preprocessed dataset folder?")
+    info = json.loads(info_path.read_text())
+    splits = [load_split(folder, name, len(info["class_names"])) for name in SPLITS]
     scaling = Scaling(
         scale=tuple(info["scaling"]["scale"]), offset=tuple(info["scaling"]["offset"])
     )
     return ProcessedData(*splits, scaling=scaling, info=info)
+
+
+def load_split(folder: Path, split: str, num_classes: int = NUM_CLASSES) -> ImageSplit:
+    """One split's `.npz` as `save` wrote it; a `ValueError` naming the file and what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"data folder not found: {folder}")
+    path = folder / f"{split}.npz"
+    if not path.is_file():
+        raise ValueError(f"split file not found: {path}")
+    arrays = _read_npz(path)
+    missing = [key for key in ("images", "labels") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: has no {' or '.join(missing)} array")
+    images, labels = arrays["images"], arrays["labels"]
+    if images.ndim != 4:
+        raise ValueError(f"{path}: images of shape {images.shape}, expected (N, H, W, C)")
+    if labels.shape != (len(images),):
+        raise ValueError(f"{path}: {len(images)} images but labels of shape {labels.shape}")
+    if len(labels) and (
+        labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= num_classes
+    ):
+        raise ValueError(f"{path}: labels must be integers 0..{num_classes - 1}")
+    return ImageSplit(images, labels.astype(np.uint8))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` file; a `ValueError` naming it if it is not a readable one."""
+    try:
+        arrays = np.load(path, allow_pickle=False)  # never unpickle what a file says
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with arrays:
+            return {key: arrays[key] for key in ("images", "labels") if key in arrays.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error})") from error

@@ -6,20 +6,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-# Draw on an explicit Agg canvas (no pyplot): no display is needed, and no global
-# backend state is touched for the rest of the program.
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from deeplecture.atomic import atomic_path
+from deeplecture.figure_file import save_png
 from deeplecture.foundations.logistic import sigmoid
 
 if TYPE_CHECKING:
     from deeplecture.foundations.run import FoundationsResults
 
 FIGSIZE = (6.0, 4.0)
-DPI = 120
 
 
 def _new_figure(ncols: int = 1) -> tuple[Figure, list]:
@@ -28,13 +24,6 @@ def _new_figure(ncols: int = 1) -> tuple[Figure, list]:
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return fig, axes
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    # suffix=".png" so savefig infers the format from the temporary name.
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=DPI)
-    return path
 
 
 def least_squares_figure(results: FoundationsResults) -> Figure:
@@ -131,4 +120,4 @@ FIGURES = {
 def save_figures(results: FoundationsResults, out_dir: Path) -> list[Path]:
     """Write every figure as PNG into `out_dir`; return the paths."""
     out_dir = Path(out_dir)
-    return [_save(make(results), out_dir / name) for name, make in FIGURES.items()]
+    return [save_png(make(results), out_dir / name) for name, make in FIGURES.items()]

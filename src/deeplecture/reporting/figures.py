@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from deeplecture.atomic import atomic_path
+from deeplecture.confusion import confusion_matrix
+from deeplecture.figure_file import save_png
 from deeplecture.reporting.results import ModelResult
-
-DPI = 120
 
 
 def save_progression(results: list[ModelResult], path: Path) -> Path:
@@ -32,7 +30,7 @@ def save_progression(results: list[ModelResult], path: Path) -> Path:
     axes.set_ylim(0, 105)
     axes.set_title("The lecture's progression, reproduced")
     axes.legend(loc="upper left")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def save_learning_curves(result: ModelResult, path: Path) -> Path:
@@ -49,15 +47,15 @@ def save_learning_curves(result: ModelResult, path: Path) -> Path:
         axes.grid(alpha=0.3)
         axes.legend()
     figure.suptitle(f"{result.variant}: learning curves")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def save_confusion(result: ModelResult, class_names: list[str], path: Path) -> Path:
     """The confusion matrix of the test split, counts in each cell, rows = true class."""
     index = {name: i for i, name in enumerate(class_names)}
-    matrix = np.zeros((len(class_names), len(class_names)), dtype=int)
-    for actual, predicted in result.predictions:
-        matrix[index[actual], index[predicted]] += 1
+    actual = [index[name] for name, _ in result.predictions]
+    predicted = [index[name] for _, name in result.predictions]
+    matrix = confusion_matrix(actual, predicted, len(class_names))
     figure = Figure(figsize=(6.4, 5.6))
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues")
@@ -71,12 +69,4 @@ def save_confusion(result: ModelResult, class_names: list[str], path: Path) -> P
         axes.text(col, row, str(count), ha="center", va="center", fontsize=7,
                   color="white" if count > threshold else "black")  # fmt: skip
     axes.set_title(f"{result.variant}: confusion matrix (test)")
-    return _save(figure, path)
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, dpi=DPI)
-    return path
+    return save_png(figure, path)
