@@ -16,7 +16,7 @@ import jax
 import keras
 import numpy as np
 
-from deeplecture.fastpath.runners import JaxRunner, make_runner
+from deeplecture.loops.runners import JaxRunner, make_runner
 from deeplecture.models import get_variant
 from deeplecture.scaling import Scaling
 

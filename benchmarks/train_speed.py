@@ -118,15 +118,11 @@ def run_arm(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from deeplecture.data import processed
+    from deeplecture.loops import run_epochs
     from deeplecture.models import get_variant
     from deeplecture.runtime import describe_device, seed_everything
     from deeplecture.scaling import Scaling
-    from deeplecture.training import (
-        compile_model,
-        dtype_policy,
-        fit_and_validation_sets,
-        run_epochs,
-    )
+    from deeplecture.training import build_model, compile_model, fit_and_validation_sets
 
     train_params = params.train[args.variant]
     epochs = args.epochs or train_params.epochs
@@ -160,9 +156,7 @@ def run_arm(args: argparse.Namespace) -> dict:
             )  # fmt: skip
         test_x = test_set.images.astype("float32") / 255
     else:
-        with dtype_policy(engine.precision):
-            model = variant.build(data.scaling, train_params.augment)
-        model = compile_model(model, train_params)
+        model = build_model(variant, data.scaling, train_params, engine)
         run_epochs(
             model, train_params, engine, fit_set, validation_set,
             initial_epoch=0, batch_seed=train_params.seed, callbacks=[timer],
@@ -218,7 +212,7 @@ def _first(split, count: int):  # noqa: ANN001, ANN202
 def _plain_generator(x, y, batch_size: int):  # noqa: ANN001, ANN202
     """Reshuffled batches forever, as the lecture's ImageDataGenerator.flow (no augmentation
     here: in these models it is a layer)."""
-    from deeplecture.fastpath.batches import shuffled_passes
+    from deeplecture.loops.batches import shuffled_passes
 
     for index in shuffled_passes(len(x), batch_size, seed=0):
         yield x[index], y[index]

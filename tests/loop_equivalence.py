@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import learnable_images  # noqa: E402
 from deeplecture.data.splits import ImageSplit  # noqa: E402
-from deeplecture.fastpath import runners  # noqa: E402
-from deeplecture.fastpath.loop import fit_fast  # noqa: E402
+from deeplecture.loops import runners  # noqa: E402
+from deeplecture.loops.batches import endless_batches  # noqa: E402
+from deeplecture.loops.fast import fit_fast  # noqa: E402
 from deeplecture.models import get_variant  # noqa: E402
 from deeplecture.scaling import Scaling  # noqa: E402
-from deeplecture.training import endless_batches  # noqa: E402
 
 # 180 images in batches of 16: 11 full batches and a short one a pass. 15 steps an epoch run
 # across a pass boundary, and calls of 4 steps leave a remainder: every kind of call happens.

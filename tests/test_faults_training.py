@@ -53,7 +53,7 @@ def _train_args(tmp_path: Path, data: Path) -> list[str]:
 
 def _train(tmp_path: Path, data: Path, store: str) -> subprocess.Popen:
     """The train stage for cnn74 on `data`, logging to `store`, with outputs in `tmp_path`."""
-    return _train(tmp_path, data, store)
+    return _stage("train.py", _train_args(tmp_path, data), tmp_path, MLFLOW_TRACKING_URI=store)
 
 
 def _wait_for_epochs(process: subprocess.Popen, checkpoints: Path, epochs: int) -> Path:

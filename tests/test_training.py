@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import CONTRACT_METRIC_KEYS, InjectedCrash, crash_after_epoch, write_params
-from deeplecture import evaluation, tracking, training
+from deeplecture import evaluation, tracking
 from deeplecture.data import processed
-from deeplecture.data.splits import ImageSplit
 from deeplecture.params import load_params
 from deeplecture.training import (
     TrainingDiverged,
@@ -236,17 +235,3 @@ def test_the_lecture88_schedule_follows_the_learning_rate_param() -> None:
     """train.cnn88.learning_rate trains what it says: the schedule scales with it."""
     assert lecture88_schedule(0, 2e-3) == 2e-3
     assert lecture88_schedule(76, 2e-3) == 1e-3
-
-
-def test_endless_batches_cross_pass_boundaries_and_cover_every_image() -> None:
-    images = np.arange(10, dtype="uint8").reshape(10, 1, 1, 1)
-    split = ImageSplit(images, np.arange(10, dtype="uint8") % 10)
-    batches = training.endless_batches(split, batch_size=4, seed=0)
-    sizes, seen = [], []
-    for _ in range(6):  # two full passes: 4 + 4 + 2, twice
-        batch_images, batch_onehot = next(batches)
-        sizes.append(len(batch_images))
-        seen.extend(batch_images.ravel().tolist())
-        assert (batch_onehot.argmax(1) == batch_images.ravel() % 10).all()
-    assert sizes == [4, 4, 2, 4, 4, 2]
-    assert sorted(seen[:10]) == sorted(seen[10:]) == list(range(10))

@@ -27,11 +27,11 @@ from deeplecture.atomic import atomic_path, write_json
 from deeplecture.checkpoints import Checkpoint, TrainingState, changed_settings, fingerprint
 from deeplecture.data.processed import ProcessedData
 from deeplecture.data.splits import ImageSplit
-from deeplecture.fastpath.batches import shuffled_passes
-from deeplecture.fastpath.loop import fit_fast
+from deeplecture.loops import run_epochs
 from deeplecture.models import Variant, get_variant
 from deeplecture.params import EngineParams, Params, TrainParams
 from deeplecture.runtime import describe_device, describe_versions, seed_everything
+from deeplecture.scaling import Scaling
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
@@ -67,6 +67,17 @@ def lecture88_schedule(epoch: int, base_rate: float) -> float:
     return rate
 
 
+def build_model(
+    variant: Variant, scaling: Scaling, params: TrainParams, engine: EngineParams
+) -> keras.Model:
+    """The variant's network for this data's scaling, in the engine's precision, compiled as
+    the lecture compiles it: what the pipeline trains, and what the benchmark's pipeline arm
+    trains."""
+    with dtype_policy(engine.precision):
+        model = variant.build(scaling, params.augment)
+    return compile_model(model, params)
+
+
 def compile_model(model: keras.Model, params: TrainParams) -> keras.Model:
     model.compile(
         loss="categorical_crossentropy",
@@ -89,15 +100,6 @@ def fit_and_validation_sets(
         np.concatenate([data.train.labels, data.validation.labels]),
     )
     return combined, data.test
-
-
-def endless_batches(
-    split: ImageSplit, batch_size: int, seed: int
-) -> Iterator[tuple[np.ndarray, ...]]:
-    """`shuffled_passes` as (images, one-hot labels) batches, for `model.fit`."""
-    onehot = split.onehot
-    for index in shuffled_passes(len(split), batch_size, seed):
-        yield split.images[index], onehot[index]
 
 
 @contextlib.contextmanager
@@ -188,9 +190,7 @@ def _train_in(
         model, state = resumed
         print(f"resuming {variant.name} after epoch {state.epochs_done} from {checkpoint.folder}")
     else:
-        with dtype_policy(engine.precision):
-            model = variant.build(data.scaling, train_params.augment)
-        model = compile_model(model, train_params)
+        model = build_model(variant, data.scaling, train_params, engine)
         state = TrainingState(fingerprint=checkpoint.fingerprint, settings=settings)
 
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
@@ -360,51 +360,6 @@ def _fit(
             f"loss became NaN or infinite in epoch {state.epochs_done + 1}; no model was saved "
             f"(learning_rate={params.learning_rate})"
         )
-
-
-def run_epochs(
-    model: keras.Model,
-    params: TrainParams,
-    engine: EngineParams,
-    fit_set: ImageSplit,
-    validation_set: ImageSplit,
-    *,
-    initial_epoch: int,
-    batch_seed: int,
-    callbacks: list[keras.callbacks.Callback],
-) -> None:
-    """Train the compiled `model` from `initial_epoch` to `params.epochs` with `engine.loop`.
-
-    The one place that picks the loop: the pipeline and the benchmark both call it. `fit` is
-    the reference: `Model.fit` as the lecture's scripts call it."""
-    if engine.loop == "fast":
-        fit_fast(
-            model,
-            fit_set,
-            validation_set,
-            batch_size=params.batch_size,
-            epochs=params.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=params.steps_per_epoch,
-            steps_per_call=engine.steps_per_call,
-            seed=batch_seed,
-            callbacks=callbacks,
-        )
-        return
-    common = {
-        "epochs": params.epochs,
-        "initial_epoch": initial_epoch,
-        "validation_data": (validation_set.images, validation_set.onehot),
-        "callbacks": callbacks,
-        "verbose": 2,
-    }
-    if params.steps_per_epoch is None:
-        model.fit(
-            fit_set.images, fit_set.onehot, batch_size=params.batch_size, shuffle=True, **common
-        )
-    else:
-        batches = endless_batches(fit_set, params.batch_size, seed=batch_seed)
-        model.fit(batches, steps_per_epoch=params.steps_per_epoch, **common)
 
 
 def _write_history_csv(path: Path, history: dict[str, list[float]]) -> None:

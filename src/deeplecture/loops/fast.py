@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import keras
 
 from deeplecture.data.splits import ImageSplit
-from deeplecture.fastpath.batches import epoch_batches, group_steps, shuffled_passes, steps_in_epoch
-from deeplecture.fastpath.runners import make_runner
+from deeplecture.loops.batches import epoch_batches, group_steps, shuffled_passes, steps_in_epoch
+from deeplecture.loops.runners import make_runner
 
 # Validation runs forward only, with batch normalization's moving statistics and no dropout, so
 # its results do not depend on the batch size; large batches make it a few calls an epoch.

@@ -1,5 +1,5 @@
-"""The fast training path: its batches, its agreement with Model.fit on every backend, and the
-engine settings as train_variant applies them."""
+"""The training loops: their batches, the fast loop's agreement with Model.fit on every
+backend, and the engine settings as train_variant applies them."""
 
 from __future__ import annotations
 
@@ -16,8 +16,14 @@ import pytest
 from conftest import PROJECT_ROOT, learnable_images, write_params
 from deeplecture import runtime, training
 from deeplecture.data import processed
-from deeplecture.fastpath.batches import group_steps, shuffled_passes, steps_in_epoch
-from deeplecture.fastpath.runners import pad_rows
+from deeplecture.data.splits import ImageSplit
+from deeplecture.loops.batches import (
+    endless_batches,
+    group_steps,
+    shuffled_passes,
+    steps_in_epoch,
+)
+from deeplecture.loops.runners import pad_rows
 from deeplecture.params import load_params
 from loop_equivalence import train_both_ways
 
@@ -156,3 +162,17 @@ def test_deterministic_kernels_are_requested_once_in_the_environment(
 
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_endless_batches_cross_pass_boundaries_and_cover_every_image() -> None:
+    images = np.arange(10, dtype="uint8").reshape(10, 1, 1, 1)
+    split = ImageSplit(images, np.arange(10, dtype="uint8") % 10)
+    batches = endless_batches(split, batch_size=4, seed=0)
+    sizes, seen = [], []
+    for _ in range(6):  # two full passes: 4 + 4 + 2, twice
+        batch_images, batch_onehot = next(batches)
+        sizes.append(len(batch_images))
+        seen.extend(batch_images.ravel().tolist())
+        assert (batch_onehot.argmax(1) == batch_images.ravel() % 10).all()
+    assert sizes == [4, 4, 2, 4, 4, 2]
+    assert sorted(seen[:10]) == sorted(seen[10:]) == list(range(10))

@@ -1,7 +1,7 @@
 """Which images each training step sees, as index arrays into the training split.
 
 Both training loops draw their batches here: `model.fit` through `endless_batches` (cnn88's
-`steps_per_epoch`), the fast path through `epoch_batches` and `group_steps`. For one seed both
+`steps_per_epoch`), the fast loop through `epoch_batches` and `group_steps`. For one seed both
 see the same batches in the same order.
 """
 
@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
+
+from deeplecture.data.splits import ImageSplit
 
 
 def shuffled_passes(count: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
@@ -61,3 +63,13 @@ def group_steps(
         yield batch[np.newaxis]
     if group:
         yield np.stack(group)
+
+
+def endless_batches(
+    split: ImageSplit, batch_size: int, seed: int
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """`shuffled_passes` as (images, one-hot labels) batches, for `model.fit` (cnn88's
+    `steps_per_epoch`)."""
+    onehot = split.onehot
+    for index in shuffled_passes(len(split), batch_size, seed):
+        yield split.images[index], onehot[index]
