@@ -14,9 +14,9 @@ from deeplecture.data.fashion_mnist import (
     IdxFormatError,
     read_fashion_mnist,
     read_idx,
-    write_idx,
 )
 from deeplecture.data.sources import FASHION_MNIST_FILES as FILES
+from idx_factory import write_idx
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:

@@ -24,7 +24,7 @@ from conftest import (
     write_params,
 )
 from deeplecture.data import processed
-from deeplecture.data.fashion_mnist import CLASS_NAMES, write_idx
+from deeplecture.data.fashion_mnist import CLASS_NAMES
 from deeplecture.data.sources import FASHION_MNIST_FILES as FILES
 from deeplecture.data.sources import KNOWN_ARCHIVES
 from deeplecture.data.splits import ImageSplit
@@ -33,6 +33,7 @@ from deeplecture.params import ParamsError, load_params
 from deeplecture.scaling import Scaling
 from deeplecture.training import TrainingOutputs, train_variant
 from http_server import closed_port_url, serve_directory
+from idx_factory import write_idx
 from project_repo import make_project_repo, run_command
 from stage_runner import assert_refused, run_stage
 

@@ -35,6 +35,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from deeplecture.runtime import XLA_DETERMINISTIC_FLAG
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("progression", "benchmark", "determinism")
 RUN_PARAMS = PROJECT_ROOT / "gpu-results" / "params.yaml"  # params.yaml with this run's overrides
@@ -164,7 +166,7 @@ def run_progression(variants: list[str]) -> dict[str, Any]:
 
 
 # MaxPooling's gradient (a scatter) is what XLA's deterministic-ops flag changes on a GPU.
-XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+XLA_FLAG = XLA_DETERMINISTIC_FLAG
 XLA_PROBE = """
 import jax, jax.numpy as jnp
 def pooled_sum(x):

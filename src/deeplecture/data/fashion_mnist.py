@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplecture.atomic import atomic_path
 from deeplecture.data.sources import FASHION_MNIST_FILES
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -75,20 +74,6 @@ def read_idx(path: Path, *, expected_ndim: int) -> np.ndarray:
             f"for shape {tuple(dims)}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 `array` to `path` as a gzip'd IDX file (the inverse of read_idx)."""
-    array = np.asarray(array)
-    if array.dtype != np.uint8:
-        raise ValueError(f"write_idx only writes uint8 arrays, got {array.dtype}")
-    if not 1 <= array.ndim <= 255:
-        raise ValueError(f"IDX stores 1 to 255 dimensions, got {array.ndim}")
-    header = bytes((0, 0, _UBYTE, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
-    # mtime=0 keeps the bytes identical across runs, so fixtures hash the same.
-    data = gzip.compress(header + np.ascontiguousarray(array).tobytes(), mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _read_split(folder: Path, images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:

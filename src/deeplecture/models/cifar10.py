@@ -11,11 +11,11 @@ from __future__ import annotations
 import keras
 from keras import layers, regularizers
 
+from deeplecture.data.splits import NUM_CLASSES
 from deeplecture.models.common import scaling_layer, softmax_output
 from deeplecture.scaling import Scaling
 
 INPUT_SHAPE = (32, 32, 3)
-NUM_CLASSES = 10
 
 
 def build_cnn74(scaling: Scaling, augment: bool = False) -> keras.Model:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from deeplecture.data.splits import NUM_CLASSES
 from deeplecture.models.common import scaling_layer, softmax_output
 from deeplecture.scaling import Scaling
 
 INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 
 
 def build_fashion(scaling: Scaling, augment: bool = False) -> keras.Model:
