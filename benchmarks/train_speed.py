@@ -118,7 +118,9 @@ def run_arm(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from deeplecture.data import processed
+    from deeplecture.data.splits import ImageSplit
     from deeplecture.loops import run_epochs
+    from deeplecture.loops.batches import endless_batches
     from deeplecture.models import get_variant
     from deeplecture.runtime import describe_device, seed_everything
     from deeplecture.scaling import Scaling
@@ -148,8 +150,11 @@ def run_arm(args: argparse.Namespace) -> dict:
                 callbacks=[timer], verbose=2,
             )  # fmt: skip
         else:
+            # Reshuffled batches forever, as the lecture's ImageDataGenerator.flow (augmentation
+            # is a layer of these models), from the pipeline's own generator.
+            scaled_fit = ImageSplit(x[: len(fit_set)], fit_set.labels)
             model.fit(
-                _plain_generator(x[: len(fit_set)], y[: len(fit_set)], train_params.batch_size),
+                endless_batches(scaled_fit, train_params.batch_size, seed=0),
                 steps_per_epoch=train_params.steps_per_epoch, epochs=epochs,
                 validation_data=(x[len(fit_set) :], y[len(fit_set) :]),
                 callbacks=[timer], verbose=2,
@@ -207,15 +212,6 @@ def _first(split, count: int):  # noqa: ANN001, ANN202
     from deeplecture.data.splits import ImageSplit
 
     return ImageSplit(split.images[:count], split.labels[:count])
-
-
-def _plain_generator(x, y, batch_size: int):  # noqa: ANN001, ANN202
-    """Reshuffled batches forever, as the lecture's ImageDataGenerator.flow (no augmentation
-    here: in these models it is a layer)."""
-    from deeplecture.loops.batches import shuffled_passes
-
-    for index in shuffled_passes(len(x), batch_size, seed=0):
-        yield x[index], y[index]
 
 
 def _images_per_epoch(train_images: int, train_params) -> int:  # noqa: ANN001

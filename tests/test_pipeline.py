@@ -21,6 +21,8 @@ import mlflow.keras
 import pytest
 
 from conftest import CONTRACT_METRIC_KEYS, PROJECT_ROOT
+from deeplecture import model_file
+from deeplecture.data.cifar10 import CLASS_NAMES as CIFAR10_CLASS_NAMES
 from mlflow_server import mlflow_server as running_mlflow_server
 from project_repo import make_project_repo, run_command
 
@@ -66,6 +68,9 @@ def test_every_stage_runs_and_writes_the_contract_files(repo: Path) -> None:
         for key in CONTRACT_METRIC_KEYS:
             assert key in metrics
         assert metrics["epochs"] == 2 and metrics["test_images"] == 200
+        assert set(metrics["versions"]) == {"python", "keras", "tensorflow"}  # what trained it
+        names = model_file.class_names(repo / "models" / "cifar10" / f"{variant}.keras")
+        assert names == CIFAR10_CLASS_NAMES  # the model file says what its outputs mean
 
 
 def test_the_report_and_dvc_metrics_show_the_same_numbers(repo: Path) -> None:
