@@ -458,10 +458,12 @@ def _preprocess_peak(work: Path, archive: Path) -> tuple[Stage, float]:
     stage_script = PROJECT_ROOT / "stages" / "preprocess.py"
     argv = ["preprocess.py", "cifar10", "--archive", str(archive), "--out", str(work / "out"),
             "--params", str(work / "params.yaml")]  # fmt: skip
+    # VmHWM, not getrusage's ru_maxrss: Linux carries the parent's high-water mark over a fork
+    # and exec into ru_maxrss, so a large pytest process would show as the stage's own peak.
     code = (
-        "import atexit, resource, runpy, sys\n"
-        "atexit.register(lambda: print('peak_kb', resource.getrusage(resource.RUSAGE_SELF)"
-        ".ru_maxrss, file=sys.stderr))\n"
+        "import atexit, re, runpy, sys\n"
+        "atexit.register(lambda: print('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', "
+        "open('/proc/self/status').read()).group(1), file=sys.stderr))\n"
         f"sys.argv = {argv!r}\n"
         f"runpy.run_path({str(stage_script)!r}, run_name='__main__')\n"
     )
