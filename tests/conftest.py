@@ -95,7 +95,7 @@ def write_params(folder: Path, changes: dict[str, object]) -> Path:
     yaml = YAML()  # round-trip mode keeps the comments, as DVC's -S does
     document = yaml.load(shipped_params_text())
     for dotted, value in changes.items():
-        set_dotted(document, dotted, value)
+        set_dotted(document, dotted, value, new=True)  # tests write typos on purpose
     path = folder / "params.yaml"
     with path.open("w") as handle:
         yaml.dump(document, handle)

@@ -174,16 +174,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return document
 
 
-def set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(document: dict[str, Any], dotted: str, value: Any, *, new: bool = False) -> None:
     """Set `train.cnn74.epochs`-style keys in a parsed params document, as `dvc exp run -S`
-    does: the key must exist (a typo is an error, not a new setting)."""
+    does: the key must exist (a typo is an error, not a new setting), unless `new` allows the
+    last part to be added (as `-S` does for a key that is not there yet)."""
     *parents, last = dotted.split(".")
     node = document
     for part in parents:
         if not isinstance(node, dict) or part not in node:
             raise ParamsError(f"{dotted}: no such key")
         node = node[part]
-    if not isinstance(node, dict) or last not in node:
+    if not isinstance(node, dict) or (last not in node and not new):
         raise ParamsError(f"{dotted}: no such key")
     node[last] = value
 
