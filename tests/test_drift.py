@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deeplecture.reporting.drift import main
+from deeplecture.reporting.drift import main, platform_key
 
 
 def _metrics(root: Path, variant: str, accuracy: float, loss: float) -> None:
@@ -23,7 +23,8 @@ def test_pin_then_check_within_and_beyond_tolerance(
     _metrics(metrics, "cnn74", 0.30, 1.90)
     _metrics(metrics, "cnn79", 0.20, 2.30)
     assert main(["pin", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
-    assert json.loads(pinned.read_text())["models"]["cifar10/cnn74"]["test_accuracy"] == 0.30
+    models = json.loads(pinned.read_text())["platforms"][platform_key()]["models"]
+    assert models["cifar10/cnn74"]["test_accuracy"] == 0.30
 
     _metrics(metrics, "cnn74", 0.31, 1.88)  # inside ±0.02 / ±0.05
     assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
@@ -48,3 +49,32 @@ def test_a_model_missing_from_the_run_counts_as_moved(
     (metrics / "cifar10" / "cnn88.json").unlink()
     assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 1
     assert "| cifar10/cnn88 | test_accuracy | 0.1000 | missing | n/a |" in capsys.readouterr().out
+
+
+def test_a_run_is_compared_with_its_own_platforms_pin_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Another instruction set rounds otherwise: its pin is kept, never compared with."""
+    metrics, pinned = tmp_path / "metrics", tmp_path / "pinned.json"
+    _metrics(metrics, "cnn74", 0.30, 1.90)
+    other = {"models": {"cifar10/cnn74": {"test_accuracy": 0.90, "test_loss": 0.10}}}
+    document = {"tolerance": {"test_accuracy": 0.02, "test_loss": 0.05}}
+    pinned.write_text(json.dumps({**document, "platforms": {"riscv64 baseline": other}}))
+
+    assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"no pinned metrics for this platform ({platform_key()}; pinned: riscv64" in line
+    assert "deeplecture-drift pin" in line
+
+    assert main(["pin", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
+    platforms = json.loads(pinned.read_text())["platforms"]
+    assert platforms["riscv64 baseline"] == other  # kept
+    assert main(["check", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
+
+
+def test_the_platform_is_the_most_capable_float_instruction_set(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx avx2 avx512f avx512_bf16\n")
+    assert platform_key(cpuinfo).endswith(" avx512_bf16")
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx avx2 fma\n")
+    assert platform_key(cpuinfo).endswith(" avx2")

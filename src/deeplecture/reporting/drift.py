@@ -4,21 +4,43 @@
     deeplecture-drift pin   --pinned reports/pinned/smoke-jpeg.json --metrics metrics
 
 `check` exits 1 and prints a table of what moved when any metric drifted past its tolerance.
+
+Pins are kept per platform: a seeded smoke run is bit-for-bit repeatable on one kind of CPU, but
+another instruction set takes other kernels (oneDNN picks AVX-512 or AVX2 code, each rounding in
+its own order), and after two epochs on 1,800 images that moves accuracy by several points. So a
+run is compared with the pin of its own platform; a platform with no pin yet is reported as such,
+with the command that adds it, never compared with another's numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from deeplecture.atomic import write_json
 
-# Absolute tolerances. The smoke runs are seeded and deterministic on one machine; the margin
-# absorbs a different CPU's float rounding, not a change in what the code computes.
+# Absolute tolerances. The smoke runs are seeded and deterministic on one platform; the margin
+# absorbs float rounding between machines of one platform, not a change in what the code computes.
 DEFAULT_TOLERANCE = {"test_accuracy": 0.02, "test_loss": 0.05}
+# CPU features that select other float kernels, most capable first (Linux /proc/cpuinfo names).
+_KERNEL_ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def platform_key(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The platform a pin holds for: the machine and its most capable float instruction set,
+    e.g. `x86_64 avx512_bf16` or `x86_64 avx2`."""
+    flags: set[str] = set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    isa = next((name for name in _KERNEL_ISAS if name in flags), "baseline")
+    return f"{platform.machine()} {isa}"
 
 
 @dataclass(frozen=True)
@@ -93,13 +115,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=Path("metrics"))
     args = parser.parse_args(argv)
 
+    here = platform_key()
+    document = (
+        json.loads(args.pinned.read_text())
+        if args.pinned.is_file()
+        else {"tolerance": DEFAULT_TOLERANCE, "platforms": {}}
+    )
     if args.action == "pin":
-        current = read_current(args.metrics, list(DEFAULT_TOLERANCE))
-        write_json(args.pinned, {"tolerance": DEFAULT_TOLERANCE, "models": current})
-        print(f"pinned {len(current)} models in {args.pinned}")
+        current = read_current(args.metrics, list(document["tolerance"]))
+        document["platforms"][here] = {"models": current}  # other platforms' pins are kept
+        write_json(args.pinned, document)
+        print(f"pinned {len(current)} models for {here} in {args.pinned}")
         return 0
-    pinned = json.loads(args.pinned.read_text())
+    if here not in document["platforms"]:
+        known = ", ".join(sorted(document["platforms"])) or "none"
+        print(
+            f"error: {args.pinned} has no pinned metrics for this platform ({here}; pinned: "
+            f"{known}): run the same profile here, then `deeplecture-drift pin --pinned "
+            f"{args.pinned}` to add them",
+            file=sys.stderr,
+        )
+        return 1
+    pinned = {"tolerance": document["tolerance"], **document["platforms"][here]}
     rows = compare(pinned, read_current(args.metrics, list(pinned["tolerance"])))
+    print(f"pinned metrics of {here}:")
     print(format_table(rows))
     moved = [row for row in rows if row.moved]
     if moved:
