@@ -17,8 +17,12 @@ from collections.abc import Iterator
 XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
-class TrainingInterrupted(Exception):
-    """The process was asked to stop (SIGTERM); the run is marked KILLED, its checkpoint kept."""
+class TrainingInterrupted(BaseException):
+    """The process was asked to stop (SIGTERM); the run is marked KILLED, its checkpoint kept.
+
+    A BaseException, as KeyboardInterrupt is: the signal can arrive inside any library call, and
+    libraries catch `Exception` to wrap it (MLflow turns any error in a database session into an
+    MlflowException), which would disguise a kill as a failing store."""
 
 
 @contextlib.contextmanager
