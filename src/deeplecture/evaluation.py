@@ -32,10 +32,11 @@ def load_model(path: Path) -> keras.Model:
         raise ValueError(f"{path} is a folder; expected a saved .keras model file")
     if not path.is_file():
         raise ValueError(f"model file not found: {path}")
-    _check_keras_zip(path)
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # keras raises many types for a damaged zip or config
+        # Only now read the zip's checksums: a good file is not read twice on every load.
+        _check_keras_zip(path)
         raise ValueError(f"cannot load model {path}: {' '.join(str(error).split())}") from error
 
 

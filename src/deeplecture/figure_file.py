@@ -18,7 +18,7 @@ DPI = 120
 
 def save_png(figure: Figure, path: Path) -> Path:
     """Write `figure` to `path` atomically as a PNG at `DPI`; return `path`."""
-    if figure.canvas is None or not isinstance(figure.canvas, FigureCanvasAgg):
+    if not isinstance(figure.canvas, FigureCanvasAgg):
         FigureCanvasAgg(figure)
     if figure.get_layout_engine() is None:
         figure.tight_layout()
