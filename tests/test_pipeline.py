@@ -272,11 +272,15 @@ def test_a_killed_temp_experiment_resumes_from_its_checkpoint_at_the_root(repo: 
                 state = saved
         time.sleep(0.2)
     assert state is not None, first.communicate()[0][-3000:]
-    trainer = next(
+    # The Python process itself: where DVC runs the command through /bin/sh (dash, when SHELL
+    # is unset, as in CI) the shell stays as its parent, and a SIGTERM to the shell alone would
+    # orphan the trainer.
+    trainers = [
         child
         for child in psutil.Process(first.pid).children(recursive=True)
         if "stages/train.py" in " ".join(child.cmdline())
-    )
+    ]
+    (trainer,) = [each for each in trainers if not set(each.children()) & set(trainers)]
     trainer.terminate()  # SIGTERM, as a user's kill or a CI timeout would send
     output, _ = first.communicate(timeout=120)
     assert first.returncode != 0 and "rerun to resume" in output
