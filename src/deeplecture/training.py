@@ -114,20 +114,28 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """After each epoch: a resumable checkpoint, then the metrics to MLflow (step=epoch).
+    """After each epoch: a resumable checkpoint and the history file, then the metrics to
+    MLflow (step=epoch).
 
     In that order: if the store fails, the epoch is already saved and a rerun resumes after it
-    (logging the metrics it missed); if the process is killed between the two, likewise.
+    (logging the metrics it missed); if the process is killed between the two, likewise. The
+    history file is rewritten every epoch so that `dvc plots show` and the VS Code extension
+    draw the curves while the stage runs.
     With `keep_best`, an epoch whose val_loss is strictly lower than every earlier one (as
     Keras' ModelCheckpoint(save_best_only=True) decides) becomes the state's best epoch.
     """
 
     def __init__(
-        self, checkpoint: Checkpoint, state: TrainingState, started: float, keep_best: bool
+        self,
+        checkpoint: Checkpoint,
+        state: TrainingState,
+        history: Path,
+        started: float,
+        keep_best: bool,
     ) -> None:
         super().__init__()
-        self.checkpoint, self.state, self.started = checkpoint, state, started
-        self.keep_best = keep_best
+        self.checkpoint, self.state, self.history = checkpoint, state, history
+        self.started, self.keep_best = started, keep_best
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -152,6 +160,7 @@ class EpochEnd(keras.callbacks.Callback):
         if new_best:
             self.state.best_epoch, self.state.best_val_loss = epoch, logs["val_loss"]
         self.checkpoint.save(self.model, self.state, new_best=new_best)
+        write_history_csv(self.history, self.state.history)
 
 
 def train_variant(
@@ -209,7 +218,7 @@ def _train_in(
                 _log_run_inputs(variant, params, data, fit_set, validation_set, model)
                 checkpoint.save(model, state)
             tracking.log_missing_epochs(state.run_id, state.history)
-            _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state)
+            _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state, outputs)
             record = _finish(variant, model, params, data, outputs, checkpoint, state, fit_set)
         except tracking.TrackingUnavailable as error:
             # The run could not be closed through a failing store: whoever reruns closes it.
@@ -307,7 +316,7 @@ def _finish(
     }
     model_file.save(model, outputs.model, data.info["class_names"])
     write_json(outputs.record, record)
-    _write_history_csv(outputs.history, state.history)
+    write_history_csv(outputs.history, state.history)  # also when a resume had no epoch left
     with tracking.store_calls("logging the trained model"):
         mlflow.log_metrics(
             {
@@ -328,12 +337,13 @@ def _fit(
     validation_set: ImageSplit,
     checkpoint: Checkpoint,
     state: TrainingState,
+    outputs: TrainingOutputs,
 ) -> None:
     if state.epochs_done >= params.epochs:
         return
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
-        EpochEnd(checkpoint, state, time.perf_counter(), params.keep_best),
+        EpochEnd(checkpoint, state, outputs.history, time.perf_counter(), params.keep_best),
     ]
     if params.lr_schedule == "lecture88":
         base_rate = params.learning_rate
@@ -352,6 +362,7 @@ def _fit(
         initial_epoch=state.epochs_done,
         batch_seed=params.seed + state.epochs_done,
         callbacks=callbacks,
+        progress_name=state.settings["variant"],
     )
     if state.epochs_done < params.epochs:
         # Both loops only end early when TerminateOnNaN stopped them.
@@ -362,7 +373,8 @@ def _fit(
         )
 
 
-def _write_history_csv(path: Path, history: dict[str, list[float]]) -> None:
+def write_history_csv(path: Path, history: dict[str, list[float]]) -> None:
+    """One row per finished epoch (0-based, as MLflow's steps), written atomically."""
     keys = [key for key in HISTORY_KEYS if key in history]
     rows = ["epoch," + ",".join(keys)]
     for epoch in range(len(history.get("loss", []))):

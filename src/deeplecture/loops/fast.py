@@ -9,7 +9,6 @@ by a callback still ends with validation and `on_epoch_end`, as in `fit`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import keras
@@ -50,7 +49,6 @@ def fit_fast(
     model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
-        started = time.perf_counter()
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         logs: dict[str, float] = {}
@@ -70,7 +68,6 @@ def fit_fast(
             return_dict=True,
         )
         logs.update({f"val_{key}": value for key, value in _floats(validation).items()})
-        _print_epoch(epoch, epochs, steps_done, time.perf_counter() - started, logs)
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -80,8 +77,3 @@ def fit_fast(
 def _floats(logs: dict[str, object]) -> dict[str, float]:
     return {key: float(keras.ops.convert_to_numpy(value)) for key, value in logs.items()}
 
-
-def _print_epoch(epoch: int, epochs: int, steps: int, seconds: float, logs: dict) -> None:
-    # The line fit(verbose=2) prints, so logs of both paths read alike.
-    metrics = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-    print(f"Epoch {epoch + 1}/{epochs}\n{steps}/{steps} - {seconds:.1f}s - {metrics}", flush=True)
