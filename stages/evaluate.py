@@ -3,6 +3,9 @@
     python stages/evaluate.py cnn74 --data data/processed/cifar10 \
         --model models/cifar10/cnn74.keras --record models/cifar10/cnn74.train.json \
         --metrics metrics/cifar10/cnn74.json --predictions plots/cifar10/cnn74/predictions.csv
+
+Writes the metrics (numbers only) and, beside them, metrics/cifar10/cnn74.run.json: the profile,
+data source, backend, device and versions that made them.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         record = evaluation.read_training_record(args.record)
         class_names = tuple(data.info["class_names"])
         payload = evaluation.metrics_payload(result, record, lecture_accuracy, class_names)
+        description = evaluation.run_description(record)
         evaluation.write_outputs(
-            result, payload, data.test, class_names, args.metrics, args.predictions
+            result, payload, description, data.test, class_names, args.metrics, args.predictions
         )
     except (ParamsError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,6 +1,9 @@
 """Stage `report`: reports/results.md and reports/figures/ from the metrics files only.
 
 python stages/report.py --metrics metrics --plots plots --out reports
+
+Every variant params.yaml lists gets a row: its results where its metrics file exists (the
+Fashion-MNIST row once `dvc repro fashion_mnist/dvc.yaml` has run), "not yet run" otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 
 from deeplecture.params import ParamsError, load_params
 from deeplecture.reporting.build import build_report
+from deeplecture.reporting.results import planned_variants
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        quirks = load_params(args.params).quirks()
+        params = load_params(args.params)
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    made = build_report(args.metrics, args.plots, args.out, quirks)
+    made = build_report(args.metrics, args.plots, args.out, planned_variants(params))
     print(f"{args.out / 'results.md'}: {len(made)} figures")
     return 0
 

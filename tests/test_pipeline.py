@@ -68,7 +68,10 @@ def test_every_stage_runs_and_writes_the_contract_files(repo: Path) -> None:
         for key in CONTRACT_METRIC_KEYS:
             assert key in metrics
         assert metrics["epochs"] == 2 and metrics["test_images"] == 200
-        assert set(metrics["versions"]) == {"python", "keras", "tensorflow"}  # what trained it
+        assert all(isinstance(value, int | float | dict) for value in metrics.values())
+        run = json.loads((repo / "metrics" / "cifar10" / f"{variant}.run.json").read_text())
+        assert run["profile"] == "smoke" and run["backend"] == "tensorflow"
+        assert set(run["versions"]) == {"python", "keras", "tensorflow"}  # what trained it
         names = model_file.class_names(repo / "models" / "cifar10" / f"{variant}.keras")
         assert names == CIFAR10_CLASS_NAMES  # the model file says what its outputs mean
 

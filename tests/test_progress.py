@@ -107,7 +107,9 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
 
     # At the default interval (30 s) a run this short prints its epoch lines only.
     monkeypatch.delenv("DEEPLECTURE_PROGRESS_SECONDS")
-    params = load_params(write_params(tmp_path, {**TINY, "engine.loop": loop, "train.cnn74.seed": 5}))
+    params = load_params(
+        write_params(tmp_path, {**TINY, "engine.loop": loop, "train.cnn74.seed": 5})
+    )
     train_variant("cnn74", params, data, _outputs(tmp_path / "again"))
     quiet = capsys.readouterr().err
     assert "cnn74 epoch" not in quiet and quiet.count("Epoch ") == 2

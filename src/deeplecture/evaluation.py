@@ -14,6 +14,7 @@ import numpy as np
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.confusion import confusion_matrix
 from deeplecture.data.splits import ImageSplit
+from deeplecture.metrics_files import run_description_path
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ def metrics_payload(
     lecture_accuracy: float,
     class_names: tuple[str, ...],
 ) -> dict[str, Any]:
-    """The metrics file of one model: the contract of DESIGN.md plus what a reader compares."""
+    """The metrics file of one model: the contract of DESIGN.md plus what a reader compares.
+
+    Numbers only, so that `dvc metrics diff` and `dvc exp show` compare numbers; how they were
+    made (profile, data, backend, device) is `run_description`, in the file beside it."""
     per_class = np.diag(evaluation.confusion) / np.maximum(evaluation.confusion.sum(axis=1), 1)
     return {
         "test_accuracy": round(evaluation.test_accuracy, 6),
@@ -91,25 +95,33 @@ def metrics_payload(
         "per_class_accuracy": {
             name: round(float(value), 6) for name, value in zip(class_names, per_class, strict=True)
         },
-        "data_source": training_record["data_source"],
+    }
+
+
+def run_description(training_record: dict[str, Any]) -> dict[str, Any]:
+    """How a model's metrics were made: `metrics/<dataset>/<variant>.run.json`."""
+    return {
         "profile": training_record["profile"],
+        "data_source": training_record["data_source"],
         "backend": training_record["backend"],
         "device": training_record["device"],
-        # What trained the model, and what scored it here (the same file, maybe another stack).
-        "versions": training_record.get("versions", {}),
+        "versions": training_record.get("versions", {}),  # of the stack that trained it
     }
 
 
 def write_outputs(
     evaluation: Evaluation,
     payload: dict[str, Any],
+    description: dict[str, Any],
     test: ImageSplit,
     class_names: tuple[str, ...],
     metrics_path: Path,
     predictions_path: Path,
 ) -> None:
-    """Metrics JSON, and one row per test image (true, predicted) for `dvc plots` confusion."""
+    """Metrics JSON and its run description, and one row per test image (true, predicted) for
+    `dvc plots` confusion."""
     write_json(metrics_path, payload)
+    write_json(run_description_path(metrics_path), description)
     rows = ["actual,predicted"]
     rows += [
         f"{class_names[true]},{class_names[predicted]}"

@@ -152,10 +152,6 @@ class Params(_Strict):
             )
         return self
 
-    def quirks(self) -> dict[str, list[str]]:
-        """variant -> the lecture's quirks, for every dataset."""
-        return {name: list(q) for names in self.variants.values() for name, q in names.items()}
-
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML file exactly as DVC does; a syntax error or duplicate key is a `ParamsError`

@@ -94,7 +94,9 @@ class StageProgress(keras.callbacks.Callback):
         metrics = " - ".join(f"{key}: {float(value):.4f}" for key, value in (logs or {}).items())
         seconds = time.perf_counter() - self.epoch_started
         step = self.done - self.done_before_epoch
-        self._print(f"Epoch {epoch + 1}/{self.epochs} - {step}/{self.steps} - {seconds:.1f}s - {metrics}")
+        self._print(
+            f"Epoch {epoch + 1}/{self.epochs} - {step}/{self.steps} - {seconds:.1f}s - {metrics}"
+        )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.bar is not None:

@@ -76,4 +76,3 @@ def fit_fast(
 
 def _floats(logs: dict[str, object]) -> dict[str, float]:
     return {key: float(keras.ops.convert_to_numpy(value)) for key, value in logs.items()}
-

@@ -6,16 +6,17 @@ from pathlib import Path
 
 from deeplecture.atomic import write_text
 from deeplecture.reporting import figures, markdown
-from deeplecture.reporting.results import collect, read_foundations
+from deeplecture.reporting.results import Planned, collect, read_foundations
 
 
 def build_report(
-    metrics_root: Path, plots_root: Path, report_dir: Path, quirks: dict[str, list[str]]
+    metrics_root: Path, plots_root: Path, report_dir: Path, planned: list[Planned]
 ) -> dict[str, Path]:
     """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made.
 
-    `quirks`: variant -> the lecture's quirks, stated beside its row."""
-    results = collect(metrics_root, plots_root, quirks)
+    `planned`: every variant params.yaml lists, with the lecture's figure and quirks; one whose
+    metrics are not there yet is shown as not yet run."""
+    results, pending = collect(metrics_root, plots_root, planned)
     figure_dir = report_dir / "figures"
     made: dict[str, Path] = {}
     if results:
@@ -34,5 +35,7 @@ def build_report(
     for path in sorted((figure_dir / "foundations").glob("*.png")):
         made[f"foundations/{path.stem}"] = path
     foundations = read_foundations(metrics_root / "foundations" / "foundations.json")
-    write_text(report_dir / "results.md", markdown.render(results, foundations, made, report_dir))
+    write_text(
+        report_dir / "results.md", markdown.render(results, pending, foundations, made, report_dir)
+    )
     return made

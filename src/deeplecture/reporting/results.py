@@ -2,6 +2,8 @@
 
 Nothing here knows a result in advance: every number comes from `metrics/<dataset>/<variant>.json`
 (written by evaluate from the saved model) and the per-epoch history the training stage wrote.
+A variant params.yaml lists whose metrics file is not there yet is `Pending`: the report says it
+has not run (cnn88 at full settings on a CPU, Fashion-MNIST before its pipeline ran).
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeplecture.metrics_files import run_description_path
+from deeplecture.params import Params
+
 DATASETS = ("cifar10", "fashion_mnist")
+# The command that produces a dataset's metrics (Fashion-MNIST is a pipeline of its own).
+RUN_COMMANDS = {"cifar10": "dvc repro", "fashion_mnist": "dvc repro fashion_mnist/dvc.yaml"}
 
 # What a source is, by the archive's file name: the report says which data a figure was measured
 # on, because the JPEG re-encoding and the bundled sample are not the lecture's data.
@@ -25,17 +32,39 @@ SOURCE_KINDS = {
 
 
 @dataclass(frozen=True)
+class Planned:
+    """A variant as params.yaml lists it: what the lecture reports, and its quirks."""
+
+    dataset: str
+    variant: str
+    lecture_accuracy: float
+    quirks: list[str]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A planned variant with no metrics file yet."""
+
+    planned: Planned
+
+    @property
+    def command(self) -> str:
+        return RUN_COMMANDS[self.planned.dataset]
+
+
+@dataclass(frozen=True)
 class ModelResult:
     dataset: str
     variant: str
     metrics: dict[str, Any]
+    run: dict[str, Any]  # how the metrics were made (<variant>.run.json); empty if absent
     history: dict[str, list[float]]  # column -> per-epoch values; empty if no history file
     predictions: list[tuple[str, str]]  # (actual, predicted) per test image; empty if none
     quirks: list[str]  # the lecture's, stated beside the row (params.yaml variants)
 
     @property
     def source_kind(self) -> str:
-        return describe_source(self.metrics.get("data_source", ""))
+        return describe_source(self.run.get("data_source", ""))
 
 
 def describe_source(source: str) -> str:
@@ -44,25 +73,39 @@ def describe_source(source: str) -> str:
     return SOURCE_KINDS.get(name, f"local copy: {name}" if name else "unknown")
 
 
+def planned_variants(params: Params) -> list[Planned]:
+    """Every variant of params.yaml's `variants`, dataset by dataset, in the order listed."""
+    return [
+        Planned(dataset, variant, params.train[variant].lecture_accuracy, list(quirks))
+        for dataset, variants in params.variants.items()
+        for variant, quirks in variants.items()
+    ]
+
+
 def collect(
-    metrics_root: Path, plots_root: Path, quirks: dict[str, list[str]]
-) -> list[ModelResult]:
-    """Every model with a metrics file, in dataset then variant order."""
-    results = []
-    for dataset in DATASETS:
-        for metrics_path in sorted((metrics_root / dataset).glob("*.json")):
-            variant = metrics_path.stem
-            results.append(
-                ModelResult(
-                    dataset=dataset,
-                    variant=variant,
-                    metrics=json.loads(metrics_path.read_text()),
-                    history=_read_columns(plots_root / dataset / variant / "history.csv"),
-                    predictions=_read_pairs(plots_root / dataset / variant / "predictions.csv"),
-                    quirks=quirks.get(variant, []),
-                )
+    metrics_root: Path, plots_root: Path, planned: list[Planned]
+) -> tuple[list[ModelResult], list[Pending]]:
+    """The planned variants with a metrics file, and those still to run, in the order given."""
+    results, pending = [], []
+    for plan in planned:
+        metrics_path = metrics_root / plan.dataset / f"{plan.variant}.json"
+        if not metrics_path.is_file():
+            pending.append(Pending(plan))
+            continue
+        run_path = run_description_path(metrics_path)
+        plots = plots_root / plan.dataset / plan.variant
+        results.append(
+            ModelResult(
+                dataset=plan.dataset,
+                variant=plan.variant,
+                metrics=json.loads(metrics_path.read_text()),
+                run=json.loads(run_path.read_text()) if run_path.is_file() else {},
+                history=_read_columns(plots / "history.csv"),
+                predictions=_read_pairs(plots / "predictions.csv"),
+                quirks=plan.quirks,
             )
-    return results
+        )
+    return results, pending
 
 
 def read_foundations(path: Path) -> dict[str, float] | None:
