@@ -2,10 +2,12 @@
 
     python stages/evaluate.py cnn74 --data data/processed/cifar10 \
         --model models/cifar10/cnn74.keras --record models/cifar10/cnn74.train.json \
-        --metrics metrics/cifar10/cnn74.json --predictions plots/cifar10/cnn74/predictions.csv
+        --metrics metrics/cifar10/cnn74.json --predictions plots/predictions/cifar10/cnn74.csv \
+        --per-class plots/per_class/cifar10/cnn74.csv \
+        --provenance plots/provenance/cifar10/cnn74.json
 
-Writes the metrics (numbers only) and, beside them, metrics/cifar10/cnn74.run.json: the profile,
-data source, backend, device and versions that made them.
+Writes the metrics (a handful of numbers), the predictions (one row per test image), the accuracy
+per class, and the provenance of the numbers (profile, data source, backend, device, versions).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True, help="CSV: actual,predicted")
+    parser.add_argument("--per-class", type=Path, required=True, help="CSV: class,accuracy")
+    parser.add_argument("--provenance", type=Path, required=True, help="how the numbers were made")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
@@ -38,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluation.evaluate(model, data.test)
         record = evaluation.read_training_record(args.record)
         class_names = tuple(data.info["class_names"])
-        payload = evaluation.metrics_payload(result, record, lecture_accuracy, class_names)
-        description = evaluation.run_description(record)
-        evaluation.write_outputs(
-            result, payload, description, data.test, class_names, args.metrics, args.predictions
+        payload = evaluation.metrics_payload(result, record, lecture_accuracy)
+        files = evaluation.EvaluationFiles(
+            args.metrics, args.predictions, args.per_class, args.provenance
         )
+        evaluation.write_outputs(result, payload, data.test, class_names, record, files)
     except (ParamsError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    tracking.log_test_metrics(record["run_id"], payload, args.metrics)
+    per_class = evaluation.per_class_accuracy(result, class_names)
+    tracking.log_test_metrics(record["run_id"], payload, per_class, args.metrics)
     print(
         f"{args.variant}: test accuracy {payload['test_accuracy']:.4f} "
         f"(lecture {lecture_accuracy:.2f}), loss {payload['test_loss']:.4f}"

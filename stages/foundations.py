@@ -1,7 +1,10 @@
-"""Stage: run the lecture's Foundations demos, write metrics JSON and figures.
+"""Stage: run the lecture's Foundations demos, write their results (JSON) and figures.
 
-    python stages/foundations.py --metrics metrics/foundations/foundations.json \
+    python stages/foundations.py --results reports/foundations.json \
         --figures reports/figures/foundations
+
+The results are the report's, not DVC metrics: the demos take no params, so their numbers never
+differ between experiments, and `dvc metrics show` stays a table of the models.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from deeplecture.foundations.run import (
 from deeplecture.foundations.tracking import log_foundations
 
 
-def publish(results: FoundationsResults, metrics_path: Path, figures_dir: Path) -> list[Path]:
+def publish(results: FoundationsResults, results_path: Path, figures_dir: Path) -> list[Path]:
     """Write every output of the stage, then log each demo to MLflow."""
-    write_json(metrics_path, summary_metrics(results))
+    write_json(results_path, summary_metrics(results))
     figure_paths = save_figures(results, figures_dir)
     log_foundations(results, figure_paths)
     return figure_paths
@@ -32,14 +35,14 @@ def publish(results: FoundationsResults, metrics_path: Path, figures_dir: Path) 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run all demos, publish the outputs and print a summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--results", type=Path, required=True, help="results JSON to write")
     parser.add_argument("--figures", type=Path, required=True, help="folder for the PNG figures")
     args = parser.parse_args(argv)
 
     results = run_all()
-    figure_paths = publish(results, args.metrics, args.figures)
+    figure_paths = publish(results, args.results, args.figures)
     print(format_summary(results))
-    print(f"metrics: {args.metrics}")
+    print(f"results: {args.results}")
     print(f"figures: {', '.join(str(p) for p in figure_paths)}")
     return 0
 

@@ -1,6 +1,7 @@
 """Stage `report`: reports/results.md and reports/figures/ from the metrics files only.
 
-python stages/report.py --metrics metrics --plots plots --out reports
+python stages/report.py --metrics metrics --plots plots --foundations reports/foundations.json \
+    --out reports
 
 Every variant params.yaml lists gets a row: its results where its metrics file exists (the
 Fashion-MNIST row once `dvc repro fashion_mnist/dvc.yaml` has run), "not yet run" otherwise.
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, required=True, help="metrics/ folder")
     parser.add_argument("--plots", type=Path, required=True, help="plots/ folder")
+    parser.add_argument(
+        "--foundations", type=Path, required=True, help="the foundations stage's results (JSON)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="reports/ folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
@@ -30,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    made = build_report(args.metrics, args.plots, args.out, planned_variants(params))
+    made = build_report(
+        args.metrics, args.plots, args.foundations, args.out, planned_variants(params)
+    )
     print(f"{args.out / 'results.md'}: {len(made)} figures")
     return 0
 

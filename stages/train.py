@@ -1,7 +1,7 @@
 """Stage `train@<variant>`: train one variant at its params.yaml settings, tracked in MLflow.
 
     python stages/train.py cnn74 --data data/processed/cifar10 --model models/cifar10/cnn74.keras \
-        --record models/cifar10/cnn74.train.json --history plots/cifar10/cnn74/history.csv
+        --record models/cifar10/cnn74.train.json --history plots/history/cifar10/cnn74.csv
 
 Exit status: 0 trained; 1 bad params or data, the loss diverged (no model written), or the
 MLflow store failed (finished epochs kept: rerun to resume); 143 stopped by SIGTERM (run marked

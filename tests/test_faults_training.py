@@ -150,6 +150,7 @@ def test_an_unreachable_mlflow_server_still_gets_the_metrics_file_written(
             "cnn74", "--data", str(tiny_data), "--params", str(tmp_path / "params.yaml"),
             "--model", str(out / "cnn74.keras"), "--record", str(out / "cnn74.train.json"),
             "--metrics", str(out / "metrics.json"), "--predictions", str(out / "predictions.csv"),
+            "--per-class", str(out / "per_class.csv"), "--provenance", str(out / "provenance.json"),
         ],
         tmp_path,
         MLFLOW_TRACKING_URI=server,

@@ -139,11 +139,11 @@ def test_summary_metrics_and_tables_are_flat_and_json_ready():
     assert [row["lecture_y"] for row in tables["xor"]] == [0.083, 0.905, 0.903, 0.088]
 
 
-def test_stage_writes_metrics_and_pngs(tmp_path, capsys, mlflow_store):
-    metrics_path = tmp_path / "metrics" / "foundations.json"
+def test_stage_writes_results_and_pngs(tmp_path, capsys, mlflow_store):
+    metrics_path = tmp_path / "reports" / "foundations.json"
     figures_dir = tmp_path / "figures"
     stage = _load_stage()
-    assert stage.main(["--metrics", str(metrics_path), "--figures", str(figures_dir)]) == 0
+    assert stage.main(["--results", str(metrics_path), "--figures", str(figures_dir)]) == 0
 
     metrics = json.loads(metrics_path.read_text())
     assert metrics["least_squares.iterations_to_1e-6"] == 1771

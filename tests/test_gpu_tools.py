@@ -97,7 +97,8 @@ def test_the_gpu_script_runs_the_progression_and_packs_its_results(tmp_path: Pat
     with tarfile.open(out / "gpu-results.tar.gz") as archive:
         names = set(archive.getnames())
     assert {"metrics/cifar10/cnn74.json", "metrics/cifar10/cnn88.json", "mlflow.db"} <= names
-    assert {"plots/cifar10/cnn88/history.csv", "gpu-results/params.yaml"} <= names
+    assert {"plots/history/cifar10/cnn88.csv", "gpu-results/params.yaml"} <= names
+    assert "plots/provenance/cifar10/cnn88.json" in names
     # the overrides applied to this run only
     assert (root / "params.yaml").read_text() == shipped_params_text()
     as_run = (root / "gpu-results" / "params.yaml").read_text()

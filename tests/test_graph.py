@@ -74,16 +74,25 @@ def test_an_undeclared_import_is_found_even_inside_a_function(tmp_path: Path) ->
     assert uncovered(closure, [script, package]) == []  # a folder covers what is in it
 
 
-def test_the_top_level_plots_name_exactly_the_variants_of_params_yaml() -> None:
-    """DVC cannot loop in dvc.yaml's top-level plots: they must follow params.yaml's list."""
+def test_every_metrics_and_plots_file_a_stage_writes_is_shown_by_a_top_level_folder() -> None:
+    """`dvc metrics show` and `dvc plots show` read the top-level folders: a file outside them
+    would never be shown, and a file named one by one would be an error before it exists."""
     from ruamel.yaml import YAML
 
-    from deeplecture.params import load_params
-
-    variants = set(load_params(PROJECT_ROOT / "params.yaml").variants["cifar10"])
-    plots = YAML(typ="safe").load((PROJECT_ROOT / "dvc.yaml").read_text())["plots"]
-    for definition in plots:
-        if isinstance(definition, dict):
-            ((title, settings),) = definition.items()
-            named = {Path(path).parent.name for path in settings["y"]}
-            assert named == variants, f"plot {title!r} names {sorted(named)}"
+    root = YAML(typ="safe").load((PROJECT_ROOT / "dvc.yaml").read_text())
+    metrics_folders = [PROJECT_ROOT / folder for folder in root["metrics"]]
+    plot_folders = [
+        PROJECT_ROOT / next(iter(entry)) for entry in root["plots"] if isinstance(entry, dict)
+    ]
+    for stage in _stages():
+        for out in stage.outs:
+            path = Path(out.fs_path)
+            if path.suffix == ".csv" and "plots" in path.parts:
+                assert any(path.is_relative_to(f) for f in plot_folders), stage.addressing
+            if path.parent.parent.name == "metrics":
+                assert any(path.is_relative_to(f) for f in metrics_folders), stage.addressing
+            if path.suffix in (".csv", ".json"):
+                assert not out.metric and not out.plot, (
+                    f"{stage.addressing}: {path} is declared one by one; "
+                    "declare its folder in the top-level metrics/plots"
+                )

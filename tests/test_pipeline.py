@@ -69,9 +69,11 @@ def test_every_stage_runs_and_writes_the_contract_files(repo: Path) -> None:
             assert key in metrics
         assert metrics["epochs"] == 2 and metrics["test_images"] == 200
         assert all(isinstance(value, int | float | dict) for value in metrics.values())
-        run = json.loads((repo / "metrics" / "cifar10" / f"{variant}.run.json").read_text())
-        assert run["profile"] == "smoke" and run["backend"] == "tensorflow"
-        assert set(run["versions"]) == {"python", "keras", "tensorflow"}  # what trained it
+        made = json.loads(
+            (repo / "plots" / "provenance" / "cifar10" / f"{variant}.json").read_text()
+        )
+        assert made["profile"] == "smoke" and made["backend"] == "tensorflow"
+        assert set(made["versions"]) == {"python", "keras", "tensorflow"}  # what trained it
         names = model_file.class_names(repo / "models" / "cifar10" / f"{variant}.keras")
         assert names == CIFAR10_CLASS_NAMES  # the model file says what its outputs mean
 

@@ -25,7 +25,6 @@ def _metrics(accuracy: float, lecture: float, params: int, epochs: int, seconds:
         "lecture_accuracy": lecture,
         "accuracy_gap": round(accuracy - lecture, 6), "param_count": params, "epochs": epochs,
         "train_seconds": seconds, "test_images": 10,
-        "per_class_accuracy": {name: 0.5 for name in CLASSES},
     }  # fmt: skip
 
 
@@ -48,24 +47,33 @@ FOUNDATIONS = {
 }
 
 
+def _plot_file(root: Path, kind: str, variant: str, dataset: str = "cifar10") -> Path:
+    """Where the stages write (dvc.yaml): plots/<kind>/<dataset>/<variant>.csv|json."""
+    suffix = ".json" if kind == "provenance" else ".csv"
+    path = root / "plots" / kind / dataset / f"{variant}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _write_inputs(root: Path) -> None:
     for variant, metrics in FIXED.items():
         (root / "metrics" / "cifar10").mkdir(parents=True, exist_ok=True)
         (root / "metrics" / "cifar10" / f"{variant}.json").write_text(json.dumps(metrics))
-        (root / "metrics" / "cifar10" / f"{variant}.run.json").write_text(json.dumps(RUN))
-        plots = root / "plots" / "cifar10" / variant
-        plots.mkdir(parents=True, exist_ok=True)
+        _plot_file(root, "provenance", variant).write_text(json.dumps(RUN))
+        _plot_file(root, "per_class", variant).write_text(
+            "class,accuracy\n" + "".join(f"{name},0.5\n" for name in CLASSES)
+        )
         rows = ["epoch,loss,accuracy,val_loss,val_accuracy"]
         rows += [
             f"{e},{2 - e / 10},{0.3 + e / 20},{2.1 - e / 10},{0.28 + e / 20}" for e in range(3)
         ]
-        (plots / "history.csv").write_text("\n".join(rows) + "\n")
+        _plot_file(root, "history", variant).write_text("\n".join(rows) + "\n")
         pairs = [(CLASSES[i], CLASSES[i if i % 2 else (i + 1) % 10]) for i in range(10)]
-        (plots / "predictions.csv").write_text(
+        _plot_file(root, "predictions", variant).write_text(
             "actual,predicted\n" + "\n".join(f"{a},{p}" for a, p in pairs) + "\n"
         )
-    (root / "metrics" / "foundations").mkdir(parents=True)
-    (root / "metrics" / "foundations" / "foundations.json").write_text(json.dumps(FOUNDATIONS))
+    (root / "reports").mkdir()
+    (root / "reports" / "foundations.json").write_text(json.dumps(FOUNDATIONS))
 
 
 def _planned(root: Path) -> list:
@@ -79,7 +87,10 @@ def _cells(report: str, model: str) -> list[str]:
 
 
 def _generate(root: Path) -> str:
-    build_report(root / "metrics", root / "plots", root / "reports", _planned(root))
+    build_report(
+        root / "metrics", root / "plots", root / "reports" / "foundations.json", root / "reports",
+        _planned(root),
+    )  # fmt: skip
     return (root / "reports" / "results.md").read_text()
 
 
@@ -152,10 +163,9 @@ def test_the_fashion_row_appears_from_its_metrics_files(tmp_path: Path) -> None:
     fashion = tmp_path / "metrics" / "fashion_mnist"
     fashion.mkdir()
     (fashion / "fashion.json").write_text(json.dumps(_metrics(0.9187, 0.92, 412_778, 12, 811.0)))
-    (fashion / "fashion.run.json").write_text(
-        json.dumps(
-            {**RUN, "data_source": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"}
-        )
+    source = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+    _plot_file(tmp_path, "provenance", "fashion", "fashion_mnist").write_text(
+        json.dumps({**RUN, "data_source": source})
     )
     report = _generate(tmp_path)
 

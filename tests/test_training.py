@@ -81,7 +81,8 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
     record = train_variant("cnn74", params, data, outputs)
 
     result = evaluation.evaluate(evaluation.load_model(outputs.model), data.test)
-    payload = evaluation.metrics_payload(result, record, 0.74, tuple(data.info["class_names"]))
+    payload = evaluation.metrics_payload(result, record, 0.74)
+    per_class = evaluation.per_class_accuracy(result, tuple(data.info["class_names"]))
     fresh = keras.saving.load_model(outputs.model).evaluate(
         data.test.images, data.test.onehot, verbose=0, return_dict=True
     )
@@ -99,10 +100,11 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
 
     metrics_path = tmp_path / "metrics.json"
     metrics_path.write_text(json.dumps(payload))
-    assert tracking.log_test_metrics(record["run_id"], payload, metrics_path)
+    assert tracking.log_test_metrics(record["run_id"], payload, per_class, metrics_path)
     (run,) = _runs()  # added to the training run, no new run
     assert run.data.metrics["test_accuracy"] == pytest.approx(payload["test_accuracy"])
-    assert tracking.log_test_metrics("0" * 32, payload, metrics_path) is False
+    assert run.data.metrics["test_accuracy.class3"] == pytest.approx(per_class["class3"])
+    assert tracking.log_test_metrics("0" * 32, payload, per_class, metrics_path) is False
     assert len(_runs()) == 1
 
 

@@ -42,7 +42,7 @@ PHASES = ("progression", "benchmark", "determinism")
 RUN_PARAMS = PROJECT_ROOT / "gpu-results" / "params.yaml"  # params.yaml with this run's overrides
 RESULT_GLOBS = (
     "metrics/cifar10/*.json",
-    "plots/cifar10/*/*.csv",
+    "plots/*/cifar10/*",
     "models/cifar10/*.train.json",
     "reports/results.md",
     "reports/figures/**/*.png",

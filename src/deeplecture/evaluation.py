@@ -14,7 +14,6 @@ import numpy as np
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.confusion import confusion_matrix
 from deeplecture.data.splits import ImageSplit
-from deeplecture.metrics_files import run_description_path
 
 
 @dataclass(frozen=True)
@@ -73,16 +72,13 @@ def evaluate(model: keras.Model, test: ImageSplit, batch_size: int = 256) -> Eva
 
 
 def metrics_payload(
-    evaluation: Evaluation,
-    training_record: dict[str, Any],
-    lecture_accuracy: float,
-    class_names: tuple[str, ...],
+    evaluation: Evaluation, training_record: dict[str, Any], lecture_accuracy: float
 ) -> dict[str, Any]:
     """The metrics file of one model: the contract of DESIGN.md plus what a reader compares.
 
-    Numbers only, so that `dvc metrics diff` and `dvc exp show` compare numbers; how they were
-    made (profile, data, backend, device) is `run_description`, in the file beside it."""
-    per_class = np.diag(evaluation.confusion) / np.maximum(evaluation.confusion.sum(axis=1), 1)
+    A handful of numbers, so that `dvc metrics show` fits a terminal and `dvc metrics diff`
+    compares numbers; the per-class accuracies and how the model was made (profile, data,
+    backend, device) are files of their own (`EvaluationFiles`)."""
     return {
         "test_accuracy": round(evaluation.test_accuracy, 6),
         "test_loss": round(evaluation.test_loss, 6),
@@ -92,14 +88,20 @@ def metrics_payload(
         "epochs": training_record["epochs"],
         "train_seconds": training_record["train_seconds"],
         "test_images": int(evaluation.confusion.sum()),
-        "per_class_accuracy": {
-            name: round(float(value), 6) for name, value in zip(class_names, per_class, strict=True)
-        },
     }
 
 
-def run_description(training_record: dict[str, Any]) -> dict[str, Any]:
-    """How a model's metrics were made: `metrics/<dataset>/<variant>.run.json`."""
+def per_class_accuracy(evaluation: Evaluation, class_names: tuple[str, ...]) -> dict[str, float]:
+    """Each class's share of its test images classified right, in the dataset's class order."""
+    matrix = evaluation.confusion
+    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    return {
+        name: round(float(value), 6) for name, value in zip(class_names, per_class, strict=True)
+    }
+
+
+def provenance(training_record: dict[str, Any]) -> dict[str, Any]:
+    """How a model's metrics were made: the strings a reader needs beside the numbers."""
     return {
         "profile": training_record["profile"],
         "data_source": training_record["data_source"],
@@ -109,26 +111,48 @@ def run_description(training_record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """Where evaluate writes (dvc.yaml: `plots/<kind>/<dataset>/<variant>.*` beside the metrics)."""
+
+    metrics: Path  # metrics/<dataset>/<variant>.json: numbers only
+    predictions: Path  # (actual, predicted) per test image, for `dvc plots` confusion
+    per_class: Path  # (class, accuracy), in the dataset's class order
+    provenance: Path  # `provenance(training_record)`
+
+
 def write_outputs(
     evaluation: Evaluation,
     payload: dict[str, Any],
-    description: dict[str, Any],
     test: ImageSplit,
     class_names: tuple[str, ...],
-    metrics_path: Path,
-    predictions_path: Path,
+    training_record: dict[str, Any],
+    files: EvaluationFiles,
 ) -> None:
-    """Metrics JSON and its run description, and one row per test image (true, predicted) for
-    `dvc plots` confusion."""
-    write_json(metrics_path, payload)
-    write_json(run_description_path(metrics_path), description)
-    rows = ["actual,predicted"]
-    rows += [
-        f"{class_names[true]},{class_names[predicted]}"
-        for true, predicted in zip(test.labels, evaluation.predictions, strict=True)
-    ]
-    with atomic_path(predictions_path, suffix=".csv") as tmp:
-        tmp.write_text("\n".join(rows) + "\n")
+    """Every file of one evaluation, each written atomically."""
+    write_json(files.metrics, payload)
+    write_json(files.provenance, provenance(training_record))
+    _write_csv(
+        files.per_class,
+        "class,accuracy",
+        [
+            f"{name},{value:.6g}"
+            for name, value in per_class_accuracy(evaluation, class_names).items()
+        ],
+    )
+    _write_csv(
+        files.predictions,
+        "actual,predicted",
+        [
+            f"{class_names[true]},{class_names[predicted]}"
+            for true, predicted in zip(test.labels, evaluation.predictions, strict=True)
+        ],
+    )
+
+
+def _write_csv(path: Path, header: str, rows: list[str]) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        tmp.write_text("\n".join([header, *rows]) + "\n")
 
 
 def read_training_record(path: Path) -> dict[str, Any]:

@@ -335,7 +335,9 @@ def find_run(run_id: str) -> mlflow.entities.Run | None:
             raise  # the store failing, not the run missing
 
 
-def log_test_metrics(run_id: str, payload: dict[str, Any], metrics_path: Path) -> bool:
+def log_test_metrics(
+    run_id: str, payload: dict[str, Any], per_class: dict[str, float], metrics_path: Path
+) -> bool:
     """Add the test metrics to the run that trained the model; False if that is not possible.
 
     Never creates a run: when the training stage was restored from DVC's cache, its run lives
@@ -351,7 +353,7 @@ def log_test_metrics(run_id: str, payload: dict[str, Any], metrics_path: Path) -
         with store_calls("logging the test metrics"):
             for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
                 client.log_metric(run_id, key, payload[key])
-            for name, value in payload["per_class_accuracy"].items():
+            for name, value in per_class.items():
                 client.log_metric(run_id, f"test_accuracy.{name}", value)
             client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
     except TrackingUnavailable as error:

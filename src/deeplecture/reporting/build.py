@@ -10,7 +10,11 @@ from deeplecture.reporting.results import Planned, collect, read_foundations
 
 
 def build_report(
-    metrics_root: Path, plots_root: Path, report_dir: Path, planned: list[Planned]
+    metrics_root: Path,
+    plots_root: Path,
+    foundations_path: Path,
+    report_dir: Path,
+    planned: list[Planned],
 ) -> dict[str, Path]:
     """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made.
 
@@ -26,15 +30,14 @@ def build_report(
             made[f"curves/{result.variant}"] = figures.save_learning_curves(
                 result, figure_dir / "learning_curves" / f"{result.variant}.png"
             )
-        if result.predictions:
-            class_names = list(result.metrics["per_class_accuracy"])
+        if result.predictions and result.class_names:
             made[f"confusion/{result.variant}"] = figures.save_confusion(
-                result, class_names, figure_dir / "confusion" / f"{result.variant}.png"
+                result, figure_dir / "confusion" / f"{result.variant}.png"
             )
     # The foundations stage draws its own figures into the same folder.
     for path in sorted((figure_dir / "foundations").glob("*.png")):
         made[f"foundations/{path.stem}"] = path
-    foundations = read_foundations(metrics_root / "foundations" / "foundations.json")
+    foundations = read_foundations(foundations_path)
     write_text(
         report_dir / "results.md", markdown.render(results, pending, foundations, made, report_dir)
     )

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeplecture.atomic import write_json
-from deeplecture.metrics_files import model_metrics_files
 
 # Absolute tolerances. The smoke runs are seeded and deterministic on one platform; the margin
 # absorbs float rounding between machines of one platform, not a change in what the code computes.
@@ -66,12 +65,11 @@ class Drift:
 def read_current(metrics_root: Path, metrics: list[str]) -> dict[str, dict[str, float]]:
     """`{"cifar10/cnn74": {"test_accuracy": ..., ...}, ...}` from every model metrics file."""
     current = {}
-    for folder in sorted(path for path in metrics_root.iterdir() if path.is_dir()):
-        if folder.name == "foundations":
+    for path in sorted(metrics_root.glob("*/*.json")):
+        if path.parent.name == "foundations":
             continue
-        for path in model_metrics_files(folder):
-            values = json.loads(path.read_text())
-            current[f"{folder.name}/{path.stem}"] = {key: values[key] for key in metrics}
+        values = json.loads(path.read_text())
+        current[f"{path.parent.name}/{path.stem}"] = {key: values[key] for key in metrics}
     return current
 
 

@@ -50,8 +50,9 @@ def save_learning_curves(result: ModelResult, path: Path) -> Path:
     return save_png(figure, path)
 
 
-def save_confusion(result: ModelResult, class_names: list[str], path: Path) -> Path:
+def save_confusion(result: ModelResult, path: Path) -> Path:
     """The confusion matrix of the test split, counts in each cell, rows = true class."""
+    class_names = result.class_names
     index = {name: i for i, name in enumerate(class_names)}
     actual = [index[name] for name, _ in result.predictions]
     predicted = [index[name] for _, name in result.predictions]

@@ -80,8 +80,8 @@ def _result_row(r: ModelResult) -> dict[str, str]:
         "parameters": f"{m['param_count']:,}",
         "epochs": str(m["epochs"]),
         "training time": _duration(m["train_seconds"]),
-        "data": f"{r.source_kind} ({r.run.get('profile', '?')} profile)",
-        "trained on": _stack(r.run),
+        "data": f"{r.source_kind} ({r.provenance.get('profile', '?')} profile)",
+        "trained on": _stack(r.provenance),
     }
 
 
@@ -132,11 +132,11 @@ def _foundations(metrics: dict[str, float]) -> list[str]:
     ]
 
 
-def _stack(run: dict) -> str:
-    """Device, backend and versions, as the run description states them."""
-    versions = dict(run.get("versions", {}))
-    backend = run.get("backend", "?")
-    parts = [run.get("device", "?"), f"{backend} {versions.pop(backend, '')}".strip()]
+def _stack(provenance: dict) -> str:
+    """Device, backend and versions, as the provenance file states them."""
+    versions = dict(provenance.get("versions", {}))
+    backend = provenance.get("backend", "?")
+    parts = [provenance.get("device", "?"), f"{backend} {versions.pop(backend, '')}".strip()]
     parts += [f"{name.capitalize()} {value}" for name, value in versions.items()]
     return ", ".join(parts)
 

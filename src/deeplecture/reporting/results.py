@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deeplecture.metrics_files import run_description_path
 from deeplecture.params import Params
 
 DATASETS = ("cifar10", "fashion_mnist")
+# What the stages write beside a model's metrics: plots/<kind>/<dataset>/<variant><suffix>.
+PLOT_FILES = {"history": ".csv", "predictions": ".csv", "per_class": ".csv", "provenance": ".json"}
 # The command that produces a dataset's metrics (Fashion-MNIST is a pipeline of its own).
 RUN_COMMANDS = {"cifar10": "dvc repro", "fashion_mnist": "dvc repro fashion_mnist/dvc.yaml"}
 
@@ -57,14 +58,15 @@ class ModelResult:
     dataset: str
     variant: str
     metrics: dict[str, Any]
-    run: dict[str, Any]  # how the metrics were made (<variant>.run.json); empty if absent
+    provenance: dict[str, Any]  # how the metrics were made; empty if absent
     history: dict[str, list[float]]  # column -> per-epoch values; empty if no history file
     predictions: list[tuple[str, str]]  # (actual, predicted) per test image; empty if none
+    class_names: list[str]  # in the dataset's order (per_class.csv); empty if absent
     quirks: list[str]  # the lecture's, stated beside the row (params.yaml variants)
 
     @property
     def source_kind(self) -> str:
-        return describe_source(self.run.get("data_source", ""))
+        return describe_source(self.provenance.get("data_source", ""))
 
 
 def describe_source(source: str) -> str:
@@ -92,16 +94,20 @@ def collect(
         if not metrics_path.is_file():
             pending.append(Pending(plan))
             continue
-        run_path = run_description_path(metrics_path)
-        plots = plots_root / plan.dataset / plan.variant
+        files = {
+            kind: plots_root / kind / plan.dataset / f"{plan.variant}{suffix}"
+            for kind, suffix in PLOT_FILES.items()
+        }
+        provenance = files["provenance"]
         results.append(
             ModelResult(
                 dataset=plan.dataset,
                 variant=plan.variant,
                 metrics=json.loads(metrics_path.read_text()),
-                run=json.loads(run_path.read_text()) if run_path.is_file() else {},
-                history=_read_columns(plots / "history.csv"),
-                predictions=_read_pairs(plots / "predictions.csv"),
+                provenance=json.loads(provenance.read_text()) if provenance.is_file() else {},
+                history=_read_columns(files["history"]),
+                predictions=_read_pairs(files["predictions"], "actual", "predicted"),
+                class_names=[name for name, _ in _read_pairs(files["per_class"], "class")],
                 quirks=plan.quirks,
             )
         )
@@ -120,8 +126,9 @@ def _read_columns(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def _read_pairs(path: Path) -> list[tuple[str, str]]:
+def _read_pairs(path: Path, first: str, second: str = "") -> list[tuple[str, str]]:
+    """Two columns of a CSV file, row by row (`second` empty: the first column, twice)."""
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [(row["actual"], row["predicted"]) for row in csv.DictReader(handle)]
+        return [(row[first], row[second or first]) for row in csv.DictReader(handle)]
