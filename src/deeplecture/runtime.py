@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 # XLA (the JAX backend's compiler) reads this flag once, when the backend starts: it makes
 # reductions and scatters (MaxPooling's gradient among them) run deterministically on a GPU.
@@ -87,6 +90,52 @@ def describe_versions() -> dict[str, str]:
     except PackageNotFoundError:
         versions[backend] = "unknown"
     return versions
+
+
+def nvidia_gpus(proc_root: Path = Path("/proc/driver/nvidia/gpus")) -> list[str]:
+    """The NVIDIA GPUs this machine has, whatever the installed frameworks can use: the names
+    `nvidia-smi -L` lists (the driver's tool), else one entry per GPU the driver exposes."""
+    tool = shutil.which("nvidia-smi")
+    if tool:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            listed = subprocess.run(
+                [tool, "-L"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+            # "GPU 0: NVIDIA H200 (UUID: GPU-...)" -> "NVIDIA H200"
+            names = [
+                line.split(":", 1)[1].split("(UUID")[0].strip()
+                for line in listed.splitlines()
+                if line.startswith("GPU ")
+            ]
+            if names:
+                return names
+    if proc_root.is_dir():
+        return [f"NVIDIA GPU {path.name}" for path in sorted(proc_root.iterdir())]
+    return []
+
+
+def gpu_unused_warning(device: str) -> str | None:
+    """What to say when training falls back to the CPU on a machine that has an NVIDIA GPU:
+    the framework was installed without its CUDA build. None when nothing is wrong."""
+    if not device.startswith("CPU"):
+        return None
+    gpus = nvidia_gpus()
+    if not gpus:
+        return None
+    import keras
+
+    backend = keras.backend.backend()
+    extra = {"tensorflow": "gpu-tensorflow", "jax": "gpu-jax"}.get(backend)
+    fix = (
+        f'pip install -e ".[{extra}]"'
+        if extra
+        else 'pip install -e ".[gpu-tensorflow]" (or ".[gpu-jax]" with KERAS_BACKEND=jax)'
+    )
+    return (
+        f"WARNING: this machine has {len(gpus)} NVIDIA GPU(s) ({', '.join(gpus)}), but {backend} "
+        f"trains on the CPU: hours instead of minutes. Install the CUDA build: {fix}, then rerun "
+        '(README, "Your own GPU").'
+    )
 
 
 def describe_device() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,12 @@ from deeplecture.data.splits import ImageSplit
 from deeplecture.loops import run_epochs
 from deeplecture.models import Variant, get_variant
 from deeplecture.params import EngineParams, Params, TrainParams
-from deeplecture.runtime import describe_device, describe_versions, seed_everything
+from deeplecture.runtime import (
+    describe_device,
+    describe_versions,
+    gpu_unused_warning,
+    seed_everything,
+)
 from deeplecture.scaling import Scaling
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -204,6 +210,7 @@ def _train_in(
 
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
     tags = tracking.run_tags(variant.name, variant.dataset, params.profile)
+    tags["device"] = _announce_device(variant.name)
     if resumed:
         tags["resumed_after_epoch"] = str(state.epochs_done)
     _close_abandoned_runs(checkpoint, settings)
@@ -219,7 +226,9 @@ def _train_in(
                 checkpoint.save(model, state)
             tracking.log_missing_epochs(state.run_id, state.history)
             _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state, outputs)
-            record = _finish(variant, model, params, data, outputs, checkpoint, state, fit_set)
+            record = _finish(
+                variant, model, params, data, outputs, checkpoint, state, fit_set, tags["device"]
+            )
         except tracking.TrackingUnavailable as error:
             # The run could not be closed through a failing store: whoever reruns closes it.
             state.unfinished_status = "FAILED"
@@ -230,6 +239,18 @@ def _train_in(
             ) from error
     checkpoint.clear()
     return record
+
+
+def _announce_device(variant_name: str) -> str:
+    """Say what trains (and, loudly, when a GPU sits unused); return the device's name."""
+    device = describe_device()
+    versions = describe_versions()
+    backend = keras.backend.backend()
+    print(f"training {variant_name} on {device} with Keras {versions['keras']} on {backend}")
+    warning = gpu_unused_warning(device)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    return device
 
 
 def _close_abandoned_runs(checkpoint: Checkpoint, settings: dict[str, Any]) -> None:
@@ -292,6 +313,7 @@ def _finish(
     checkpoint: Checkpoint,
     state: TrainingState,
     fit_set: ImageSplit,
+    device: str,
 ) -> dict[str, Any]:
     """Keep the right epoch's weights, write the outputs, log the model; return the record."""
     train_params = params.train[variant.name]
@@ -311,7 +333,7 @@ def _finish(
         "profile": params.profile,
         "backend": keras.backend.backend(),
         "engine": params.engine.model_dump(),
-        "device": describe_device(),
+        "device": device,
         "versions": describe_versions(),
     }
     model_file.save(model, outputs.model, data.info["class_names"])
