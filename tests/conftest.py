@@ -65,6 +65,13 @@ def tiny_data(tmp_path: Path) -> Path:
     return folder
 
 
+def table_row(markdown: str, first_cell: str) -> list[str]:
+    """The cells of the Markdown table row that starts with `first_cell`, as a reader sees them
+    (the report pads its columns)."""
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {first_cell}"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
 def shipped_params_text() -> str:
     """params.yaml with the profile, data sources and checksums as shipped.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,9 +21,10 @@ import mlflow
 import mlflow.keras
 import pytest
 
-from conftest import CONTRACT_METRIC_KEYS, PROJECT_ROOT
+from conftest import CONTRACT_METRIC_KEYS, PROJECT_ROOT, table_row
 from deeplecture import model_file
 from deeplecture.data.cifar10 import CLASS_NAMES as CIFAR10_CLASS_NAMES
+from deeplecture.reporting.drift import platform_key
 from mlflow_server import mlflow_server as running_mlflow_server
 from project_repo import make_project_repo, run_command
 
@@ -94,11 +96,33 @@ def test_the_report_and_dvc_metrics_show_the_same_numbers(repo: Path) -> None:
         written = json.loads((repo / path).read_text())
         from_dvc = shown[""]["data"][path]["data"]  # "" is the workspace
         assert from_dvc["test_accuracy"] == written["test_accuracy"]
-        row = next(line for line in report.splitlines() if line.startswith(f"| `{variant}`"))
-        assert f"| {100 * written['test_accuracy']:.2f} % |" in row
+        assert table_row(report, f"`{variant}`")[2] == f"{100 * written['test_accuracy']:.2f} %"
     for figure in ("progression.png", "learning_curves/cnn74.png", "confusion/cnn88.png"):
         assert (repo / "reports" / "figures" / figure).is_file()
     assert (repo / "reports" / "figures" / "foundations" / "xor_loss.png").is_file()
+
+
+def test_the_ci_summary_sets_the_smoke_run_beside_the_pinned_smoke_metrics(repo: Path) -> None:
+    """The workflow's summary step, on this real smoke run (its data is smaller than the smoke
+    profile's, so the numbers move: the summary says so and still succeeds)."""
+    summary = run_command(
+        ["bash", str(PROJECT_ROOT / "scripts" / "ci" / "summary.sh"),
+         str(PROJECT_ROOT / "reports" / "pinned" / "smoke-sample.json")],
+        repo,
+    )  # fmt: skip
+    assert summary.startswith(f"## Smoke metrics on {platform_key()}\n")
+    pinned_here = (
+        platform_key()
+        in json.loads((PROJECT_ROOT / "reports" / "pinned" / "smoke-sample.json").read_text())[
+            "platforms"
+        ]
+    )
+    for variant in VARIANTS:
+        rows = [line for line in summary.splitlines() if line.startswith(f"| cifar10/{variant} ")]
+        assert len(rows) == (2 if pinned_here else 1)  # accuracy and loss, or the values alone
+    assert "## Every metric of this run" in summary
+    assert re.search(r"^\| metrics/cifar10/cnn88\.json +\|", summary, re.MULTILINE)
+    assert "profile" not in summary.split("## Every metric")[1]  # numbers only
 
 
 def test_the_mlflow_store_holds_four_complete_runs(repo: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import write_params
+from conftest import table_row, write_params
 from deeplecture.params import load_params
 from deeplecture.reporting.build import build_report
 from deeplecture.reporting.results import describe_source, planned_variants
@@ -81,9 +81,7 @@ def _planned(root: Path) -> list:
 
 
 def _cells(report: str, model: str) -> list[str]:
-    """The cells of one model's row, as a reader of the table sees them."""
-    row = next(line for line in report.splitlines() if line.startswith(f"| `{model}`"))
-    return [cell.strip() for cell in row.strip("|").split("|")]
+    return table_row(report, f"`{model}`")
 
 
 def _generate(root: Path) -> str:

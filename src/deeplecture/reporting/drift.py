@@ -1,9 +1,15 @@
 """Pinned metrics: compare a run's metrics files with the committed ones, within a tolerance.
 
-    deeplecture-drift check --pinned reports/pinned/smoke-jpeg.json --metrics metrics
-    deeplecture-drift pin   --pinned reports/pinned/smoke-jpeg.json --metrics metrics
+    deeplecture-drift check   --pinned reports/pinned/smoke-jpeg.json --metrics metrics
+    deeplecture-drift pin     --pinned reports/pinned/smoke-jpeg.json --metrics metrics
+    deeplecture-drift summary --pinned reports/pinned/smoke-sample.json >> "$GITHUB_STEP_SUMMARY"
 
 `check` exits 1 and prints a table of what moved when any metric drifted past its tolerance.
+`summary` prints the same comparison as Markdown for a CI job summary, and exits 0 whatever
+moved (the `check` step is the gate); where this platform has no pin, it shows the run's values.
+
+A pin holds one profile's numbers (`profile`, from the runs' provenance files): metrics of another
+profile are refused, never compared: smoke numbers beside full-profile ones mean nothing.
 
 Pins are kept per platform: a seeded smoke run is bit-for-bit repeatable on one kind of CPU, but
 another instruction set takes other kernels (oneDNN picks AVX-512 or AVX2 code, each rounding in
@@ -73,6 +79,33 @@ def read_current(metrics_root: Path, metrics: list[str]) -> dict[str, dict[str, 
     return current
 
 
+class ProfileMismatch(ValueError):
+    """The metrics were measured in another profile than the pin's."""
+
+
+def read_profiles(plots_root: Path, models: list[str]) -> dict[str, str]:
+    """The profile each model was measured in, from plots/provenance/<model>.json."""
+    profiles = {}
+    for model in models:
+        path = plots_root / "provenance" / f"{model}.json"
+        profiles[model] = json.loads(path.read_text())["profile"] if path.is_file() else "unknown"
+    return profiles
+
+
+def check_profile(expected: str | None, profiles: dict[str, str], pinned: Path) -> str:
+    """The one profile of the run; a `ProfileMismatch` naming the model that is not it."""
+    for model, profile in sorted(profiles.items()):
+        if expected and profile != expected:
+            raise ProfileMismatch(
+                f"metrics of {model} were measured in the {profile} profile, {pinned} pins the "
+                f"{expected} profile: compare a run of the same profile"
+            )
+    found = set(profiles.values())
+    if len(found) > 1:
+        raise ProfileMismatch(f"the metrics mix profiles ({', '.join(sorted(found))})")
+    return found.pop() if found else "unknown"
+
+
 def compare(pinned: dict, current: dict[str, dict[str, float]]) -> list[Drift]:
     """One row per pinned model and metric (a model missing on either side counts as moved)."""
     rows = []
@@ -110,9 +143,10 @@ def format_table(rows: list[Drift]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare metrics with pinned ones, or pin them.")
-    parser.add_argument("action", choices=["check", "pin"])
+    parser.add_argument("action", choices=["check", "pin", "summary"])
     parser.add_argument("--pinned", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    parser.add_argument("--plots", type=Path, help="plots/ (provenance): default beside metrics/")
     args = parser.parse_args(argv)
 
     here = platform_key()
@@ -121,11 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.pinned.is_file()
         else {"tolerance": DEFAULT_TOLERANCE, "platforms": {}}
     )
+    current = read_current(args.metrics, list(document["tolerance"]))
+    profiles = read_profiles(args.plots or args.metrics.parent / "plots", list(current))
+    try:
+        profile = check_profile(document.get("profile"), profiles, args.pinned)
+    except ProfileMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.action == "pin":
-        current = read_current(args.metrics, list(document["tolerance"]))
+        document["profile"] = profile
         document["platforms"][here] = {"models": current}  # other platforms' pins are kept
         write_json(args.pinned, document)
-        print(f"pinned {len(current)} models for {here} in {args.pinned}")
+        print(f"pinned {len(current)} models of the {profile} profile for {here} in {args.pinned}")
+        return 0
+    if args.action == "summary":
+        print(_summary(document, current, here, profile, args.pinned))
         return 0
     if here not in document["platforms"]:
         known = ", ".join(sorted(document["platforms"])) or "none"
@@ -137,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     pinned = {"tolerance": document["tolerance"], **document["platforms"][here]}
-    rows = compare(pinned, read_current(args.metrics, list(pinned["tolerance"])))
+    rows = compare(pinned, current)
     print(f"pinned metrics of {here}:")
     print(format_table(rows))
     moved = [row for row in rows if row.moved]
@@ -146,6 +190,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nall {len(rows)} metrics within tolerance of {args.pinned}")
     return 0
+
+
+def _summary(
+    document: dict, current: dict[str, dict[str, float]], here: str, profile: str, pinned: Path
+) -> str:
+    """Markdown for a CI job summary: this run beside its platform's pin, or alone."""
+    lines = [f"## {profile.capitalize()} metrics on {here}", ""]
+    if here in document["platforms"]:
+        pin = {"tolerance": document["tolerance"], **document["platforms"][here]}
+        rows = compare(pin, current)
+        moved = sum(row.moved for row in rows)
+        lines += [f"Compared with `{pinned}` ({moved} of {len(rows)} moved).", ""]
+        return "\n".join([*lines, format_table(rows)])
+    lines += [
+        f"`{pinned}` has no pin for this platform, so nothing is compared: another instruction "
+        f"set rounds otherwise. To pin: `deeplecture-drift pin --pinned {pinned}`.",
+        "",
+        "| model | " + " | ".join(document["tolerance"]) + " |",
+        "|---|" + "---:|" * len(document["tolerance"]),
+    ]
+    for model, values in sorted(current.items()):
+        lines.append(f"| {model} | " + " | ".join(f"{v:.4f}" for v in values.values()) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
