@@ -225,7 +225,16 @@ def _train_in(
                 _log_run_inputs(variant, params, data, fit_set, validation_set, model)
                 checkpoint.save(model, state)
             tracking.log_missing_epochs(state.run_id, state.history)
-            _fit(model, train_params, engine, fit_set, validation_set, checkpoint, state, outputs)
+            _fit(
+                model,
+                train_params,
+                engine,
+                fit_set,
+                validation_set,
+                checkpoint,
+                state,
+                outputs.history,
+            )
             record = _finish(
                 variant, model, params, data, outputs, checkpoint, state, fit_set, tags["device"]
             )
@@ -359,13 +368,13 @@ def _fit(
     validation_set: ImageSplit,
     checkpoint: Checkpoint,
     state: TrainingState,
-    outputs: TrainingOutputs,
+    history: Path,
 ) -> None:
     if state.epochs_done >= params.epochs:
         return
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
-        EpochEnd(checkpoint, state, outputs.history, time.perf_counter(), params.keep_best),
+        EpochEnd(checkpoint, state, history, time.perf_counter(), params.keep_best),
     ]
     if params.lr_schedule == "lecture88":
         base_rate = params.learning_rate
