@@ -252,20 +252,21 @@ def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(r
 
     assert dvc.api.params_show(repo=str(repo))["train"]["cnn74"]["epochs"] == 1  # dvc exp show's
 
-    # Back to the first experiment without training: `dvc exp apply` restores its params and
-    # outputs from git and DVC's cache. (Rerunning its params would train again: the histories
-    # are committed, cache: false, so that a fresh clone draws them, and DVC's run cache
-    # restores only stages whose outputs are all cached.)
-    first = (repo / "first_run.log").read_text()
-    name = re.search(r"Ran experiment\(s\): (\S+)", first).group(1)
-    run_command(["dvc", "exp", "apply", name], repo)
-    assert _stages_run(run_command(["dvc", "repro"], repo)) == ["report"]
-    assert json.loads((repo / "metrics" / "cifar10" / "cnn74.json").read_text())["epochs"] == 2
+    # Back to the per-profile value: train@cnn74 trains again, as a complete run of its own. The
+    # histories are committed (cache: false) so that a fresh clone draws them, and DVC's run
+    # cache restores only stages whose outputs are all cached.
+    again = run_command(
+        ["dvc", "exp", "run", "-S", "train.cnn74.epochs={full: 25, smoke: 2}"], repo
+    )
+    assert _stages_run(again) == ["evaluate@cnn74", "report", "train@cnn74"]
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     cnn74_runs = mlflow.search_runs(
         experiment_names=["cifar10"], filter_string="tags.variant = 'cnn74'", output_format="list"
     )
-    assert sorted(run.data.params["epochs"] for run in cnn74_runs) == ["1", "2"]  # no new run
+    assert sorted(run.data.params["epochs"] for run in cnn74_runs) == ["1", "2", "2"]
+    assert all(
+        run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in cnn74_runs
+    )
 
 
 def _lock(repo: Path) -> dict:
