@@ -8,6 +8,8 @@
 
 Writes the metrics (a handful of numbers), the predictions (one row per test image), the accuracy
 per class, and the provenance of the numbers (profile, data source, backend, device, versions).
+In MLflow, the test metrics join the training run, linked to its model and the test set, and
+the model becomes a version of the registered model `<dataset>-<variant>` (registry.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deeplecture import evaluation, tracking
+from deeplecture import evaluation, registry, tracking
 from deeplecture.data import processed
 from deeplecture.params import ParamsError, load_params
 
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         lecture_accuracy = params.train[args.variant].lecture_accuracy
+        dataset = params.dataset_of(args.variant)
         data = processed.load(args.data)
         model = evaluation.load_model(args.model)
         result = evaluation.evaluate(model, data.test)
@@ -51,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     per_class = evaluation.per_class_accuracy(result, class_names)
-    tracking.log_test_metrics(record["run_id"], payload, per_class, args.metrics)
+    test_set = (f"{dataset}-test", data.digest[:36])  # as the training set's, tracking.py
+    if tracking.log_test_metrics(record, payload, per_class, args.metrics, test_set):
+        registry.register(record, dataset, payload)
     print(
         f"{args.variant}: test accuracy {payload['test_accuracy']:.4f} "
         f"(lecture {lecture_accuracy:.2f}), loss {payload['test_loss']:.4f}"

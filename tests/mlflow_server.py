@@ -10,6 +10,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+from processes import stop
+
 START_TIMEOUT_S = 120
 
 
@@ -51,9 +53,4 @@ def mlflow_server(backend_store_uri: str, port: int | None = None) -> Iterator[s
                 time.sleep(0.5)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)

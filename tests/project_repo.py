@@ -14,9 +14,9 @@ FILES = ("dvc.yaml", "fashion_mnist/dvc.yaml", "pyproject.toml", ".dvcignore")
 FOLDERS = ("src", "stages", "data/sample")
 
 
-def run_command(args: list[str], cwd: Path) -> str:
+def run_command(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
     """Run a command as a user would (this venv's tools first on PATH); return its output,
-    failing the test with the output's tail when it exits non-zero."""
+    failing the test with the output's tail when it exits non-zero. `extra_env` is set last."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -27,6 +27,7 @@ def run_command(args: list[str], cwd: Path) -> str:
         "GIT_COMMITTER_EMAIL": "test@deeplecture.invalid",
     }
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's default store: mlflow.db at the root
+    env.update(extra_env or {})
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-6000:]}"
@@ -52,3 +53,8 @@ def make_project_repo(root: Path) -> Path:
     ):
         run_command(command, root)
     return root
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran, sorted."""
+    return sorted(line.split("'")[1] for line in output.splitlines() if "Running stage" in line)

@@ -7,7 +7,6 @@ with a class visible in each image, passed with explicit per-file checksums.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from conftest import (
     CONTRACT_METRIC_KEYS,
     InjectedCrash,
     crash_after_epoch,
-    learnable_images,
     write_params,
 )
 from deeplecture.data import processed
@@ -33,38 +31,12 @@ from deeplecture.params import ParamsError, load_params
 from deeplecture.scaling import Scaling
 from deeplecture.training import TrainingOutputs, train_variant
 from http_server import closed_port_url, serve_directory
-from idx_factory import write_idx
+from idx_factory import fashion_like, write_idx_folder
 from project_repo import make_project_repo, run_command
 from stage_runner import assert_refused, run_stage
 
 NAMES = tuple(FILES.values())
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
-
-def fashion_like(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(count, 28, 28) uint8 images with a bright class-specific square, and their labels: the
-    conftest's learnable CIFAR-shaped images, cut to Fashion-MNIST's size and one channel."""
-    images, labels = learnable_images(count, seed)
-    return np.ascontiguousarray(images[:, :28, :28, 0]), labels
-
-
-def write_idx_folder(folder: Path, train: int = 500, test: int = 100) -> dict[str, str]:
-    """The four IDX files of a tiny Fashion-MNIST in `folder`; returns {file name: sha256:<hex>}."""
-    (train_images, train_labels), (test_images, test_labels) = (
-        fashion_like(train, seed=1),
-        fashion_like(test, seed=2),
-    )
-    arrays = {
-        "train_images": train_images,
-        "train_labels": train_labels,
-        "test_images": test_images,
-        "test_labels": test_labels,
-    }
-    for role, name in FILES.items():
-        write_idx(folder / name, arrays[role])
-    return {
-        name: "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in NAMES
-    }
 
 
 def checksum_override(checksums: dict[str, str]) -> str:

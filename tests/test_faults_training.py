@@ -20,60 +20,31 @@ import keras
 import mlflow
 import pytest
 
-from conftest import PROJECT_ROOT, write_params
+from conftest import write_params
 from deeplecture.data import processed
 from deeplecture.params import load_params
 from deeplecture.training import TrainingOutputs, train_variant
 from http_server import closed_port_url
 from mlflow_server import free_port, mlflow_server
+from training_stage import (
+    fails_mid_run_then_resumes,
+    metric_steps,
+    one_error_line,
+    stage_process,
+    train_args,
+    train_process,
+    wait_for_epochs,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def _stage(script: str, args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "stages" / script), *args],
-        cwd=cwd,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _train_args(tmp_path: Path, data: Path) -> list[str]:
-    return [
-        "cnn74", "--data", str(data), "--params", str(tmp_path / "params.yaml"),
-        "--model", str(tmp_path / "out" / "cnn74.keras"),
-        "--record", str(tmp_path / "out" / "cnn74.train.json"),
-        "--history", str(tmp_path / "out" / "history.csv"),
-        "--checkpoints", str(tmp_path / "checkpoints"),
-    ]  # fmt: skip
-
-
-def _train(tmp_path: Path, data: Path, store: str) -> subprocess.Popen:
-    """The train stage for cnn74 on `data`, logging to `store`, with outputs in `tmp_path`."""
-    return _stage("train.py", _train_args(tmp_path, data), tmp_path, MLFLOW_TRACKING_URI=store)
-
-
-def _wait_for_epochs(process: subprocess.Popen, checkpoints: Path, epochs: int) -> Path:
-    """Wait until the training process has checkpointed `epochs` epochs; its state.json."""
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        for state in checkpoints.glob("*/state.json"):
-            with contextlib.suppress(OSError, ValueError):
-                if json.loads(state.read_text())["epochs_done"] >= epochs:
-                    return state
-        time.sleep(0.2)
-    raise AssertionError(f"no epoch checkpointed:\n{process.communicate()[1][-3000:]}")
 
 
 def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(
     tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
     write_params(tmp_path, {"train.cnn74.epochs": 200})
-    process = _train(tmp_path, tiny_data, mlflow_store)
-    state = _wait_for_epochs(process, tmp_path / "checkpoints", 1)
+    process = train_process(tmp_path, tiny_data, mlflow_store)
+    state = wait_for_epochs(process, tmp_path / "checkpoints", 1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
 
@@ -126,7 +97,7 @@ def test_an_unreachable_mlflow_server_fails_training_fast_with_a_clear_error(
     write_params(tmp_path, {"train.cnn74.epochs": 1})
     server = closed_port_url("").rstrip("/")
     started = time.monotonic()
-    process = _train(tmp_path, tiny_data, server)
+    process = train_process(tmp_path, tiny_data, server)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
     assert server in stderr and "did not answer" in stderr
@@ -144,7 +115,7 @@ def test_an_unreachable_mlflow_server_still_gets_the_metrics_file_written(
     )
     train_variant("cnn74", params, processed.load(tiny_data), outputs)
     server = closed_port_url("").rstrip("/")
-    process = _stage(
+    process = stage_process(
         "evaluate.py",
         [
             "cnn74", "--data", str(tiny_data), "--params", str(tmp_path / "params.yaml"),
@@ -185,27 +156,16 @@ def _store(folder: Path) -> str:
     return uri
 
 
-def _one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr[-3000:]
-    (line,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    return line
-
-
-def _metric_steps(uri: str, run_id: str) -> list[int]:
-    history = mlflow.MlflowClient(uri).get_metric_history(run_id, "loss")
-    return sorted(metric.step for metric in history)
-
-
 def test_a_read_only_store_fails_before_training_in_one_line(
     tmp_path: Path, tiny_data: Path
 ) -> None:
     write_params(tmp_path, {"train.cnn74.epochs": 1})
     uri = _store(tmp_path / "store")
     with immutable(tmp_path / "store" / "mlflow.db"):
-        process = _train(tmp_path, tiny_data, uri)
+        process = train_process(tmp_path, tiny_data, uri)
         _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     assert str(tmp_path / "store" / "mlflow.db") in line and "cannot be written" in line
     assert "Epoch" not in stderr and not (tmp_path / "out").exists()
     assert not list((tmp_path / "checkpoints").glob("*/*"))
@@ -217,49 +177,15 @@ def test_a_damaged_store_is_named_with_the_fix_for_a_damaged_file(
     write_params(tmp_path, {"train.cnn74.epochs": 1})
     store = tmp_path / "mlflow.db"
     store.write_bytes(b"this is not an SQLite database, it was overwritten" * 100)
-    process = _stage(
-        "train.py", _train_args(tmp_path, tiny_data), tmp_path,
+    process = stage_process(
+        "train.py", train_args(tmp_path, tiny_data), tmp_path,
         MLFLOW_TRACKING_URI=f"sqlite:///{store}",
     )  # fmt: skip
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     assert f"{store} is damaged" in line and f"mv {store}" in line
     assert "server" not in line  # the hint for a remote server does not apply to a file
-
-
-def _fails_mid_run_then_resumes(
-    tmp_path: Path, data: Path, uri: str, break_store, mend_store
-) -> None:
-    """Train 4 epochs; break the store after the first; the stage must fail within seconds in
-    one line, with the epoch it was logging kept; mended, a rerun resumes the same run."""
-    write_params(tmp_path, {"train.cnn74.epochs": 4})
-    process = _train(tmp_path, data, uri)
-    state_path = _wait_for_epochs(process, tmp_path / "checkpoints", 1)
-    break_store()
-    broken = time.monotonic()
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1, stderr[-3000:]
-    seconds = time.monotonic() - broken
-    print(f"stage exited {seconds:.1f} s after the store broke")
-    assert seconds < 45  # the epoch in progress, plus a few seconds
-    line = _one_error_line(stderr)
-    state = json.loads(state_path.read_text())
-    assert "rerun to resume" in line and f"{state['epochs_done']} finished epochs" in line
-    assert state["unfinished_status"] == "FAILED"
-    assert not (tmp_path / "out" / "cnn74.keras").exists()
-    mend_store()
-    logged = _metric_steps(uri, state["run_id"])
-    assert len(logged) < state["epochs_done"]  # the epoch whose metrics failed was checkpointed
-
-    rerun = _train(tmp_path, data, uri)
-    stdout, stderr = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, stderr[-3000:]
-    assert f"resuming cnn74 after epoch {state['epochs_done']}" in stdout
-    run = mlflow.MlflowClient(uri).get_run(state["run_id"])
-    assert run.info.status == "FINISHED"
-    assert _metric_steps(uri, state["run_id"]) == [0, 1, 2, 3]  # each epoch once, none lost
-    assert run.data.tags["resumed_after_epoch"] == str(state["epochs_done"])
 
 
 def test_a_store_that_turns_read_only_mid_run_loses_no_epoch_and_a_rerun_resumes(
@@ -270,7 +196,7 @@ def test_a_store_that_turns_read_only_mid_run_loses_no_epoch_and_a_rerun_resumes
     lock = contextlib.ExitStack()
     try:
         # Its folder made immutable: SQLite can no longer create the journal every write needs.
-        _fails_mid_run_then_resumes(
+        fails_mid_run_then_resumes(
             tmp_path, tiny_data, uri,
             break_store=lambda: lock.enter_context(immutable(folder)), mend_store=lock.close,
         )  # fmt: skip
@@ -286,7 +212,7 @@ def test_a_server_that_dies_mid_run_fails_the_stage_fast_and_a_rerun_resumes(
     server = contextlib.ExitStack()
     url = server.enter_context(mlflow_server(backend, port))
     try:
-        _fails_mid_run_then_resumes(
+        fails_mid_run_then_resumes(
             tmp_path, tiny_data, url,
             break_store=server.close,
             mend_store=lambda: server.enter_context(mlflow_server(backend, port)),
@@ -299,8 +225,8 @@ def test_a_kill_during_the_first_epoch_is_resumed_in_the_same_run(
     tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
     write_params(tmp_path, {"train.cnn74.epochs": 2})
-    process = _train(tmp_path, tiny_data, mlflow_store)
-    state_path = _wait_for_epochs(process, tmp_path / "checkpoints", 0)
+    process = train_process(tmp_path, tiny_data, mlflow_store)
+    state_path = wait_for_epochs(process, tmp_path / "checkpoints", 0)
     process.kill()  # SIGKILL: nothing in the process can react
     process.communicate(timeout=60)
     state = json.loads(state_path.read_text())
@@ -308,25 +234,25 @@ def test_a_kill_during_the_first_epoch_is_resumed_in_the_same_run(
     (killed,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
     assert killed.info.status == "RUNNING"  # nobody could close it: the rerun must
 
-    rerun = _train(tmp_path, tiny_data, mlflow_store)
+    rerun = train_process(tmp_path, tiny_data, mlflow_store)
     _, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr[-3000:]
     (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
     assert run.info.run_id == state["run_id"] and run.info.status == "FINISHED"
-    assert _metric_steps(mlflow_store, run.info.run_id) == [0, 1]
+    assert metric_steps(mlflow_store, run.info.run_id) == [0, 1]
 
 
 def test_a_killed_run_that_is_not_resumed_is_closed_by_the_next_training(
     tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
     write_params(tmp_path, {"train.cnn74.epochs": 2})
-    process = _train(tmp_path, tiny_data, mlflow_store)
-    state = json.loads(_wait_for_epochs(process, tmp_path / "checkpoints", 0).read_text())
+    process = train_process(tmp_path, tiny_data, mlflow_store)
+    state = json.loads(wait_for_epochs(process, tmp_path / "checkpoints", 0).read_text())
     process.kill()
     process.communicate(timeout=60)
 
     write_params(tmp_path, {"train.cnn74.epochs": 1})  # other settings: a run of its own
-    rerun = _train(tmp_path, tiny_data, mlflow_store)
+    rerun = train_process(tmp_path, tiny_data, mlflow_store)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr[-3000:]
     assert "train.epochs: 2 -> 1" in stdout  # what differs from the checkpoint kept beside

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import keras
 import mlflow
-import mlflow.keras
+import mlflow.pyfunc
 import pytest
 
 from conftest import CONTRACT_METRIC_KEYS, PROJECT_ROOT, table_row
@@ -27,7 +27,7 @@ from deeplecture import model_file
 from deeplecture.data.cifar10 import CLASS_NAMES as CIFAR10_CLASS_NAMES
 from deeplecture.reporting.drift import platform_key
 from mlflow_server import mlflow_server as running_mlflow_server
-from project_repo import make_project_repo, run_command
+from project_repo import make_project_repo, run_command, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -160,8 +160,14 @@ def test_the_mlflow_store_holds_four_complete_runs(repo: Path) -> None:
         assert run.inputs.dataset_inputs[0].dataset.digest
         assert run.info.artifact_uri.startswith((repo / "mlartifacts").as_uri())
     assert len({run.data.tags["dvc_invocation"] for run in runs}) == 1  # one pipeline run
-    model = mlflow.keras.load_model(f"runs:/{runs[0].info.run_id}/model")
-    assert isinstance(model, keras.Model)
+    # Each model registered from its evaluate stage, the alias @smoke on the newest version.
+    for run in runs:
+        variant = run.data.tags["variant"]
+        version = client.get_model_version_by_alias(f"cifar10-{variant}", "smoke")
+        assert version.run_id == run.info.run_id and version.tags["profile"] == "smoke"
+        assert mlflow.get_logged_model(version.model_id).name == variant
+    served = mlflow.pyfunc.load_model("models:/cifar10-cnn74@smoke")
+    assert list(served.metadata.get_output_schema().input_names())[0] == "class"
 
 
 @pytest.fixture
@@ -235,18 +241,14 @@ def test_the_written_accuracy_is_a_fresh_evaluation_of_the_saved_file(repo: Path
         assert written["test_accuracy"] == pytest.approx(fresh["accuracy"], abs=1e-6)
 
 
-def _stages_run(output: str) -> list[str]:
-    return sorted(line.split("'")[1] for line in output.splitlines() if "Running stage" in line)
-
-
 def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(repo: Path) -> None:
     # Only the report reruns (always_changed: it reads Fashion-MNIST's metrics when they exist).
     again = run_command(["dvc", "repro"], repo)
-    assert _stages_run(again) == ["report"]
+    assert stages_run(again) == ["report"]
 
     # The user's value wins over the smoke profile's 2 epochs, and is what DVC and MLflow show.
     changed = run_command(["dvc", "exp", "run", "-S", "train.cnn74.epochs=1"], repo)
-    assert _stages_run(changed) == ["evaluate@cnn74", "report", "train@cnn74"]
+    assert stages_run(changed) == ["evaluate@cnn74", "report", "train@cnn74"]
     assert json.loads((repo / "metrics" / "cifar10" / "cnn74.json").read_text())["epochs"] == 1
     import dvc.api
 
@@ -258,7 +260,7 @@ def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(r
     again = run_command(
         ["dvc", "exp", "run", "-S", "train.cnn74.epochs={full: 25, smoke: 2}"], repo
     )
-    assert _stages_run(again) == ["evaluate@cnn74", "report", "train@cnn74"]
+    assert stages_run(again) == ["evaluate@cnn74", "report", "train@cnn74"]
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     cnn74_runs = mlflow.search_runs(
         experiment_names=["cifar10"], filter_string="tags.variant = 'cnn74'", output_format="list"

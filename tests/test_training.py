@@ -7,12 +7,12 @@ from pathlib import Path
 
 import keras
 import mlflow
-import mlflow.keras
+import mlflow.pyfunc
 import numpy as np
 import pytest
 
 from conftest import CONTRACT_METRIC_KEYS, InjectedCrash, crash_after_epoch, write_params
-from deeplecture import evaluation, tracking
+from deeplecture import evaluation, served_model, tracking
 from deeplecture.data import processed
 from deeplecture.params import load_params
 from deeplecture.training import (
@@ -68,8 +68,18 @@ def test_training_writes_model_record_history_and_a_complete_mlflow_run(
     assert [metric.step for metric in history] == [0, 1, 2]
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == data.digest[:36]
-    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-    assert logged.count_params() == 1_639_914
+    # The LoggedModel is named after the variant and classifies image files by class name.
+    (logged,) = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    assert logged.name == "cnn74" and logged.model_id == record["model_id"]
+    served = mlflow.pyfunc.load_model(f"models:/{record['model_id']}")
+    answer = served.predict(served_model.request_frame(data.test.images[:3]))
+    assert set(answer["class"]) <= set(data.info["class_names"])
+    probabilities = answer[list(data.info["class_names"])].to_numpy()
+    expected = keras.saving.load_model(outputs.model).predict(data.test.images[:3], verbose=0)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    assert served.metadata.get_input_schema().input_names() == ["image"]
 
 
 def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
@@ -100,11 +110,19 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
 
     metrics_path = tmp_path / "metrics.json"
     metrics_path.write_text(json.dumps(payload))
-    assert tracking.log_test_metrics(record["run_id"], payload, per_class, metrics_path)
+    test_set = ("cifar10-test", data.digest[:36])
+    assert tracking.log_test_metrics(record, payload, per_class, metrics_path, test_set)
     (run,) = _runs()  # added to the training run, no new run
     assert run.data.metrics["test_accuracy"] == pytest.approx(payload["test_accuracy"])
     assert run.data.metrics["test_accuracy.class3"] == pytest.approx(per_class["class3"])
-    assert tracking.log_test_metrics("0" * 32, payload, per_class, metrics_path) is False
+    # ... and linked to the model they score, on the test set named by its digest.
+    logged = mlflow.get_logged_model(record["model_id"])
+    linked = {metric.key: metric for metric in logged.metrics}
+    assert linked["test_accuracy"].value == pytest.approx(payload["test_accuracy"])
+    assert linked["test_accuracy"].dataset_name == "cifar10-test"
+    assert linked["test_accuracy"].dataset_digest == data.digest[:36]
+    unknown = {**record, "run_id": "0" * 32}
+    assert tracking.log_test_metrics(unknown, payload, per_class, metrics_path, test_set) is False
     assert len(_runs()) == 1
 
 

@@ -152,6 +152,10 @@ class Params(_Strict):
             )
         return self
 
+    def dataset_of(self, variant: str) -> str:
+        """The dataset whose `variants:` list names `variant`."""
+        return next(dataset for dataset, names in self.variants.items() if variant in names)
+
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML file exactly as DVC does; a syntax error or duplicate key is a `ParamsError`

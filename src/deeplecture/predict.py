@@ -6,10 +6,11 @@ Saved models scale pixels themselves (their first layer), so everything here han
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,30 +40,35 @@ def _read_image(path: Path, mode: str) -> Image.Image:
     """The decoded image, upright and in Pillow `mode`; a `ValueError` naming the file if it is
     not an image of an allowed format, or has more pixels than Pillow's limit."""
     path = _existing_file(path, "image")
+    return _decode_image(path, mode, path)
+
+
+def _decode_image(source: Path | BinaryIO, mode: str, name: object) -> Image.Image:
+    """`_read_image` for a file or bytes in memory; errors name the image `name`."""
     try:
         with warnings.catch_warnings():
             # Pillow warns past its pixel limit and decodes anyway; the check below refuses.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path, formats=IMAGE_FORMATS)
+            image = Image.open(source, formats=IMAGE_FORMATS)
         with image:
-            _check_pixel_count(image, path)  # from the header alone, before any decoding
+            _check_pixel_count(image, name)  # from the header alone, before any decoding
             image.load()  # decode now, so a truncated file fails here and not later
             # A phone photo stores its rotation in EXIF: apply it so the pixels are what a
             # viewer shows (a no-op for files without that tag).
             return ImageOps.exif_transpose(image).convert(mode)
     except UnidentifiedImageError:
         raise ValueError(
-            f"{path}: not an image in a supported format ({', '.join(IMAGE_FORMATS)})"
+            f"{name}: not an image in a supported format ({', '.join(IMAGE_FORMATS)})"
         ) from None
     except _UNREADABLE as error:
-        raise ValueError(f"{path}: not an image file Pillow can read ({error})") from error
+        raise ValueError(f"{name}: not an image file Pillow can read ({error})") from error
 
 
-def _check_pixel_count(image: Image.Image, path: Path) -> None:
+def _check_pixel_count(image: Image.Image, name: object) -> None:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and image.width * image.height > limit:
         raise ValueError(
-            f"{path}: {image.width}x{image.height} pixels, more than Pillow's limit of {limit} "
+            f"{name}: {image.width}x{image.height} pixels, more than Pillow's limit of {limit} "
             "(a decompression bomb, or a photo to shrink first)"
         )
 
@@ -90,10 +96,27 @@ def image_to_model_input(path: Path, input_shape: tuple[int, int, int]) -> np.nd
     Converted to the model's channels (3: RGB, 1: grayscale) and resized to its H×W with
     Pillow's bilinear filter, whatever the file's size.
     """
-    height, width, channels = input_shape
+    return _to_model_input(_read_image(path, _mode(input_shape)), input_shape)
+
+
+def image_bytes_to_model_input(
+    data: bytes, input_shape: tuple[int, int, int], name: str
+) -> np.ndarray:
+    """`image_to_model_input` for an image file's bytes held in memory (an HTTP request's), with
+    the same checks; errors call the image `name`."""
+    image = _decode_image(io.BytesIO(data), _mode(input_shape), name)
+    return _to_model_input(image, input_shape)
+
+
+def _mode(input_shape: tuple[int, int, int]) -> str:
+    channels = input_shape[2]
     if channels not in _MODES:
         raise ValueError(f"models with {channels} channels are not supported (only 1 or 3)")
-    image = _read_image(path, _MODES[channels])
+    return _MODES[channels]
+
+
+def _to_model_input(image: Image.Image, input_shape: tuple[int, int, int]) -> np.ndarray:
+    height, width, channels = input_shape
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.float32)

@@ -1,8 +1,9 @@
 """The one MLflow helper: where the store is, and how a run is opened, tagged and closed.
 
 Conventions (DESIGN.md): a SQLite store `mlflow.db` at the repository root unless
-`MLFLOW_TRACKING_URI` says otherwise; one experiment per dataset; each training run tagged with
-its variant, the git commit and the DVC experiment name.
+`MLFLOW_TRACKING_URI` says otherwise; one experiment per dataset, its name prefixed by
+`DEEPLECTURE_EXPERIMENT_PREFIX` when set (a student's own experiments on a class server); each
+training run tagged with its variant, the git commit and the DVC experiment name.
 
 Every call that training makes to the store goes through `store_calls`, so a store that stops
 answering, turns read-only or is damaged becomes one `TrackingUnavailable` naming the store and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -23,7 +25,6 @@ from typing import Any
 
 import keras
 import mlflow
-import mlflow.keras
 import numpy as np
 import psutil
 from filelock import FileLock
@@ -34,6 +35,8 @@ from deeplecture.project import git_commit, project_root
 from deeplecture.runtime import TrainingInterrupted
 
 STORE_FILE = "mlflow.db"
+PREFIX_VARIABLE = "DEEPLECTURE_EXPERIMENT_PREFIX"
+_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SQLITE_BUSY_TIMEOUT_S = 60
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -65,8 +68,27 @@ def tracking_uri() -> str:
     )
 
 
+def experiment_name(base: str) -> str:
+    """`base` (a dataset, or `foundations`) prefixed by `DEEPLECTURE_EXPERIMENT_PREFIX` if set:
+    `alice` sends runs to `alice-cifar10`, and registers models as `alice-cifar10-cnn74`."""
+    prefix = os.environ.get(PREFIX_VARIABLE, "")
+    if not prefix:
+        return base
+    if not _PREFIX_PATTERN.fullmatch(prefix):
+        raise TrackingUnavailable(
+            f"{PREFIX_VARIABLE}={prefix!r}: use letters, digits, '_', '.' and '-' only "
+            "(it becomes part of experiment and model names)"
+        )
+    return f"{prefix}-{base}"
+
+
 def use_project_store() -> str:
     """Point the mlflow client at the project's store, check it answers, return its URI."""
+    # MLflow reports usage to an outside host unless told not to; a class's runs stay in class.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Its artifact transfer bars would cut into the stage's own progress lines (progress.py).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    experiment_name("")  # a malformed prefix fails before any work
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         # mlflow's defaults retry a dead server for minutes; fail within seconds instead.
@@ -106,6 +128,18 @@ def describe_store_failure(uri: str, error: BaseException, doing: str) -> str:
     """One line: which store, what went wrong while `doing` what, and the way out."""
     reason = _root_reason(error)
     if not uri.startswith("sqlite:"):
+        code = getattr(error, "error_code", None)
+        if code == "UNAUTHENTICATED":
+            return (
+                f"the MLflow server {uri} refused your credentials while {doing} ({reason}); "
+                "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            )
+        if code == "PERMISSION_DENIED":
+            return (
+                f"the MLflow server {uri} does not let your account do this while {doing} "
+                f"({reason}); to log to experiments of your own, set {PREFIX_VARIABLE} "
+                "(e.g. to your user name)"
+            )
         if isinstance(_root(error), OSError | TimeoutError):  # refused, reset, timed out
             problem = "did not answer"
         else:
@@ -167,13 +201,20 @@ def _root_reason(error: BaseException) -> str:
 
 
 def ensure_experiment(name: str) -> str:
-    """Return the id of experiment `name`, creating it with an absolute artifact folder."""
+    """Return the id of experiment `name`, creating it where its store keeps artifacts."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     # Without an explicit location, a SQLite store puts artifacts under ./mlruns of whatever
-    # folder the first run happened in, e.g. a DVC temp copy that is deleted afterwards.
-    location = (project_root() / ARTIFACTS_DIR / name).as_uri()
+    # folder the first run happened in, e.g. a DVC temp copy that is deleted afterwards: they go
+    # beside the store's file instead. A server chooses its own (proxied, `mlflow-artifacts:`):
+    # a path of this machine is no place for a class's artifacts.
+    uri = tracking_uri()
+    location = (
+        (_sqlite_path(uri).parent / ARTIFACTS_DIR / name).as_uri()
+        if uri.startswith("sqlite:")
+        else None
+    )
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except MlflowException:
@@ -222,7 +263,8 @@ def _dvc_invocation() -> str | None:
 def tracked_run(
     experiment: str, run_name: str, tags: dict[str, str], resume_run_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open (or reopen, to resume) a run and always close it with a truthful status.
+    """Open (or reopen, to resume) a run in `experiment_name(experiment)` and always close it
+    with a truthful status.
 
     FINISHED on success, KILLED when the process was interrupted (SIGTERM, Ctrl-C), FAILED on any
     other exception. A reopened run gets this attempt's `tags` (its DVC experiment, invocation,
@@ -231,7 +273,7 @@ def tracked_run(
     """
     use_project_store()
     with store_calls("starting the run"):
-        experiment_id = ensure_experiment(experiment)
+        experiment_id = ensure_experiment(experiment_name(experiment))
         run = _reopen(resume_run_id) if resume_run_id else None
         if run is None:
             run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
@@ -313,16 +355,6 @@ def log_dataset(
     mlflow.log_input(dataset, context="training")
 
 
-def log_keras_model(model: keras.Model, example_images: np.ndarray) -> None:
-    """Log the model with the Keras flavor, loadable by `mlflow.keras.load_model`."""
-    signature = mlflow.models.infer_signature(
-        example_images, model.predict(example_images, verbose=0)
-    )
-    # Each backend's name is also its package's name.
-    requirements = [f"keras=={keras.__version__}", _requirement(keras.backend.backend())]
-    mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
-
-
 def find_run(run_id: str) -> mlflow.entities.Run | None:
     """The run with this id in the project's store, or None if this store does not have it."""
     use_project_store()
@@ -336,25 +368,37 @@ def find_run(run_id: str) -> mlflow.entities.Run | None:
 
 
 def log_test_metrics(
-    run_id: str, payload: dict[str, Any], per_class: dict[str, float], metrics_path: Path
+    record: dict[str, Any],
+    payload: dict[str, Any],
+    per_class: dict[str, float],
+    metrics_path: Path,
+    test_set: tuple[str, str],
 ) -> bool:
-    """Add the test metrics to the run that trained the model; False if that is not possible.
+    """Add the test metrics to the run that trained the model, each linked to its LoggedModel
+    and to the test set (`test_set`: name, digest); False if that is not possible.
 
     Never creates a run: when the training stage was restored from DVC's cache, its run lives
     in whichever store it was trained with, and an empty duplicate here would only mislead.
     A store that cannot be used is reported, not fatal: the metrics file is already written.
     """
+    run_id, model_id = record["run_id"], record.get("model_id")
+    dataset_name, dataset_digest = test_set
     try:
         run = find_run(run_id)
         if run is None:
             print(f"MLflow run {run_id} is not in {tracking_uri()}: test metrics not logged")
             return False
         client = mlflow.MlflowClient()
+        link = {
+            "model_id": model_id,
+            "dataset_name": dataset_name,
+            "dataset_digest": dataset_digest,
+        }
         with store_calls("logging the test metrics"):
             for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
-                client.log_metric(run_id, key, payload[key])
+                client.log_metric(run_id, key, payload[key], **link)
             for name, value in per_class.items():
-                client.log_metric(run_id, f"test_accuracy.{name}", value)
+                client.log_metric(run_id, f"test_accuracy.{name}", value, **link)
             client.log_artifact(run_id, str(metrics_path), artifact_path="evaluation")
     except TrackingUnavailable as error:
         print(f"warning: test metrics not logged to MLflow: {error}", file=sys.stderr)
@@ -366,12 +410,3 @@ def _reopen(run_id: str) -> mlflow.ActiveRun | None:
     if find_run(run_id) is None:
         return None
     return mlflow.start_run(run_id=run_id)
-
-
-def _requirement(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"{package}=={version(package)}"
-    except PackageNotFoundError:
-        return package

@@ -23,7 +23,7 @@ import keras
 import mlflow
 import numpy as np
 
-from deeplecture import model_file, tracking
+from deeplecture import model_file, served_model, tracking
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.checkpoints import Checkpoint, TrainingState, changed_settings, fingerprint
 from deeplecture.data.processed import ProcessedData
@@ -346,7 +346,6 @@ def _finish(
         "versions": describe_versions(),
     }
     model_file.save(model, outputs.model, data.info["class_names"])
-    write_json(outputs.record, record)
     write_history_csv(outputs.history, state.history)  # also when a resume had no epoch left
     with tracking.store_calls("logging the trained model"):
         mlflow.log_metrics(
@@ -356,7 +355,9 @@ def _finish(
                 "kept_epoch": kept_epoch,
             }
         )
-        tracking.log_keras_model(model, fit_set.images[:2])
+        # The evaluate stage links its test metrics to this LoggedModel and registers it.
+        record["model_id"] = served_model.log_model(outputs.model, variant.name, fit_set.images[:2])
+    write_json(outputs.record, record)  # last: a record always names a logged model
     return record
 
 

@@ -1,0 +1,133 @@
+"""The model as MLflow logs, registers and serves it: image files in, class names out.
+
+`mlflow models serve -m models:/cifar10-cnn74@full` answers a request whose rows each carry one
+image file (PNG, JPEG, ...), base64-encoded, in the column `image`, with the predicted class and
+one probability per class name:
+
+    {"dataframe_split": {"columns": ["image"], "data": [["iVBORw0KG..."]]}}
+    -> {"predictions": [{"class": "cat", "airplane": 0.01, ..., "truck": 0.0}]}
+
+The `.keras` file travels inside the logged model as an artifact, with the class names it
+carries (model_file.py); images are decoded with the checks of `deeplecture-predict`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import keras
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+IMAGE_COLUMN = "image"
+CLASS_COLUMN = "class"
+KERAS_ARTIFACT = "keras_model"
+MODEL_CODE = "served_model_code.py"  # beside this file: what MLflow runs to load the model
+
+
+class ImageClassifier(mlflow.pyfunc.PythonModel):
+    """Loads the `.keras` artifact once; each `predict` call classifies a batch of image files."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from deeplecture import evaluation, model_file
+        from deeplecture.predict import model_image_shape
+
+        path = Path(context.artifacts[KERAS_ARTIFACT])
+        self.model = evaluation.load_model(path)
+        self.input_shape = model_image_shape(self.model)
+        self.class_names = model_file.class_names(path) or tuple(
+            str(index) for index in range(self.model.output_shape[-1])
+        )
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params=None
+    ) -> pd.DataFrame:
+        from deeplecture.predict import image_bytes_to_model_input
+
+        if IMAGE_COLUMN not in model_input.columns:
+            raise ValueError(f"expected a column {IMAGE_COLUMN!r} of base64-encoded image files")
+        batch = np.stack(
+            [
+                image_bytes_to_model_input(
+                    decode_image_field(value, row), self.input_shape, f"row {row}"
+                )
+                for row, value in enumerate(model_input[IMAGE_COLUMN])
+            ]
+        )
+        probabilities = self.model.predict(batch, batch_size=256, verbose=0).astype(np.float64)
+        frame = pd.DataFrame(probabilities, columns=list(self.class_names))
+        frame.insert(0, CLASS_COLUMN, [self.class_names[i] for i in probabilities.argmax(axis=1)])
+        return frame
+
+
+def decode_image_field(value: object, row: int) -> bytes:
+    """One request cell: the bytes of an image file, from base64 text (or bytes already)."""
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"row {row}: expected a base64-encoded image file, got {type(value)}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"row {row}: not base64 text ({error})") from error
+
+
+def encode_image(pixels: np.ndarray) -> str:
+    """Raw pixels (H, W, 3 or 1) as a base64 PNG: an input example, or a request's cell."""
+    pixels = np.asarray(pixels).astype(np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def request_frame(images: np.ndarray) -> pd.DataFrame:
+    """Raw pixel images (N, H, W, C) as the frame the served model takes."""
+    return pd.DataFrame({IMAGE_COLUMN: [encode_image(image) for image in images]})
+
+
+def log_model(model_path: Path, name: str, example_images: np.ndarray) -> str:
+    """Log the saved model file as a LoggedModel called `name` that MLflow can serve (image files
+    in, class names and probabilities out); return its model id."""
+    artifacts = {KERAS_ARTIFACT: str(model_path)}
+    example = request_frame(example_images)
+    # The output's columns (one per class name) come from a real prediction; the instance that
+    # is logged stays unloaded, so the pickle holds no model.
+    probe = ImageClassifier()
+    context = mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={})
+    probe.load_context(context)
+    signature = mlflow.models.infer_signature(example, probe.predict(context, example))
+    # Each backend's name is also its package's name.
+    requirements = [
+        f"keras=={keras.__version__}",
+        *(
+            _requirement(package)
+            for package in (keras.backend.backend(), "pillow", "pandas", "numpy")
+        ),
+    ]
+    package = Path(__file__).parent
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(package / MODEL_CODE),
+        artifacts=artifacts,
+        # The package travels with the model, so it loads wherever its requirements are.
+        code_paths=[str(package)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+    )
+    return info.model_id
+
+
+def _requirement(package: str) -> str:
+    try:
+        return f"{package}=={version(package)}"
+    except PackageNotFoundError:
+        return package
