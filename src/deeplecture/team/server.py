@@ -16,6 +16,7 @@ environment only (secrets.py); anything after `--` is passed to `mlflow server` 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -96,6 +97,9 @@ def server_command(
     args: argparse.Namespace, server_secrets: ServerSecrets, passed_on: list[str]
 ) -> tuple[list[str], dict[str, str]]:
     """The `mlflow server` command line and environment for `args`, after checking them."""
+    for module, package in (("flask_wtf", "mlflow[auth]"), ("psycopg2", "psycopg2-binary")):
+        if importlib.util.find_spec(module) is None:
+            raise ServerError(f"{package} is not installed: pip install -e '.[server]'")
     database = database_uri(args.database, "--database")
     auth_database = database_uri(args.auth_database, "--auth-database")
     for uri in {database, auth_database}:
@@ -106,7 +110,7 @@ def server_command(
         "mlflow", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     )
     if mlflow is None:
-        raise ServerError("the mlflow command is not installed: pip install -e '.[server]'")
+        raise ServerError("the mlflow command is not on PATH: pip install -e '.[server]'")
     command = [
         mlflow, "server",
         "--app-name", "basic-auth",
