@@ -27,6 +27,7 @@ from class_server import ADMIN, ClassServer, class_server, server_command
 from conftest import PROJECT_ROOT, write_params
 from deeplecture.data.cifar10 import CLASS_NAMES
 from deeplecture.foundations.tracking import DEMOS
+from deeplecture.team import secrets
 from mlflow_server import START_TIMEOUT_S, free_port
 from postgres_server import Postgres, postgres
 from project_repo import make_project_repo, run_command
@@ -81,10 +82,7 @@ def credentials(folder: Path, server: ClassServer, secrets_file: Path) -> dict[s
 
 
 def _admin_password(secrets_file: Path) -> str:
-    (line,) = [
-        line for line in secrets_file.read_text().splitlines() if line.startswith("MLFLOW_AUTH_")
-    ]
-    return line.split("=", 1)[1]
+    return secrets.read_file(secrets_file)[secrets.ADMIN_PASSWORD]
 
 
 def _tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -34,7 +34,6 @@ def register(record: dict[str, Any], dataset: str, payload: dict[str, Any]) -> M
         "test_accuracy": f"{payload['test_accuracy']:.4f}",
         "lecture_accuracy": f"{payload['lecture_accuracy']:.2f}",
         "data_digest": record["data_digest"],
-        "run_id": record["run_id"],
     }
     try:
         with tracking.store_calls(f"registering the model {name}"):

@@ -98,8 +98,7 @@ def log_model(model_path: Path, name: str, example_images: np.ndarray) -> str:
     in, class names and probabilities out); return its model id."""
     artifacts = {KERAS_ARTIFACT: str(model_path)}
     example = request_frame(example_images)
-    # The output's columns (one per class name) come from a real prediction; the instance that
-    # is logged stays unloaded, so the pickle holds no model.
+    # The output's columns (one per class name) come from a real prediction.
     probe = ImageClassifier()
     context = mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={})
     probe.load_context(context)

@@ -71,15 +71,19 @@ def tracking_uri() -> str:
 def experiment_name(base: str) -> str:
     """`base` (a dataset, or `foundations`) prefixed by `DEEPLECTURE_EXPERIMENT_PREFIX` if set:
     `alice` sends runs to `alice-cifar10`, and registers models as `alice-cifar10-cnn74`."""
+    prefix = experiment_prefix()
+    return f"{prefix}-{base}" if prefix else base
+
+
+def experiment_prefix() -> str:
+    """`DEEPLECTURE_EXPERIMENT_PREFIX`, checked: it becomes part of experiment and model names."""
     prefix = os.environ.get(PREFIX_VARIABLE, "")
-    if not prefix:
-        return base
-    if not _PREFIX_PATTERN.fullmatch(prefix):
+    if prefix and not _PREFIX_PATTERN.fullmatch(prefix):
         raise TrackingUnavailable(
             f"{PREFIX_VARIABLE}={prefix!r}: use letters, digits, '_', '.' and '-' only "
             "(it becomes part of experiment and model names)"
         )
-    return f"{prefix}-{base}"
+    return prefix
 
 
 def use_project_store() -> str:
@@ -88,7 +92,7 @@ def use_project_store() -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Its artifact transfer bars would cut into the stage's own progress lines (progress.py).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    experiment_name("")  # a malformed prefix fails before any work
+    experiment_prefix()  # a malformed prefix fails before any work
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         # mlflow's defaults retry a dead server for minutes; fail within seconds instead.
