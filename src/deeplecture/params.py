@@ -130,10 +130,19 @@ class EngineParams(_Strict):
     steps_per_call: int = Field(gt=0, description="fast loop: training steps per compiled call")
     precision: Literal["float32", "mixed_bfloat16"]
     deterministic: bool = Field(description="ask the backend for deterministic kernels")
+    distribution: Literal["none", "data_parallel"] = Field(
+        description="data_parallel: Keras' DataParallel over every device (JAX backend only)"
+    )
+
+
+# A sweep's name becomes part of DVC experiment names (`<sweep>-seed<N>`) and an MLflow tag.
+SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Params(_Strict):
     profile: Literal["full", "smoke"]
+    # The seed sweep a run belongs to (`deeplecture-sweep`), tagged `sweep` in MLflow; null: none.
+    sweep: str | None = Field(pattern=SWEEP_NAME_PATTERN, max_length=64)
     # dataset -> variant -> the lecture's quirks the report states beside the variant's row
     variants: dict[Literal["cifar10", "fashion_mnist"], dict[str, list[str]]]
     data: DataParams

@@ -399,7 +399,8 @@ def log_test_metrics(
             "dataset_digest": dataset_digest,
         }
         with store_calls("logging the test metrics"):
-            for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap"):
+            for key in ("test_accuracy", "test_loss", "lecture_accuracy", "accuracy_gap",
+                        "test_images"):  # fmt: skip
                 client.log_metric(run_id, key, payload[key], **link)
             for name, value in per_class.items():
                 client.log_metric(run_id, f"test_accuracy.{name}", value, **link)

@@ -211,6 +211,8 @@ def _train_in(
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
     tags = tracking.run_tags(variant.name, variant.dataset, params.profile)
     tags["device"] = _announce_device(variant.name)
+    if params.sweep:
+        tags["sweep"] = params.sweep  # deeplecture-sweep collects a sweep's runs by this tag
     if resumed:
         tags["resumed_after_epoch"] = str(state.epochs_done)
     _close_abandoned_runs(checkpoint, settings)

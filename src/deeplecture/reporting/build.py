@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeplecture.atomic import write_text
-from deeplecture.reporting import figures, markdown
+from deeplecture.reporting import figures, markdown, sweeps
 from deeplecture.reporting.results import Planned, collect, read_foundations
+
+# The figure folders the report stage declares as outputs (dvc.yaml).
+FIGURE_FOLDERS = ("learning_curves", "confusion", "sweeps")
 
 
 def build_report(
@@ -15,13 +18,18 @@ def build_report(
     foundations_path: Path,
     report_dir: Path,
     planned: list[Planned],
+    sweeps_dir: Path | None = None,
 ) -> dict[str, Path]:
     """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made.
 
     `planned`: every variant params.yaml lists, with the lecture's figure and quirks; one whose
-    metrics are not there yet is shown as not yet run."""
+    metrics are not there yet is shown as not yet run. `sweeps_dir`: the collected seed sweeps
+    (`deeplecture-sweep collect`), a section and a figure each."""
     results, pending = collect(metrics_root, plots_root, planned)
     figure_dir = report_dir / "figures"
+    for folder in FIGURE_FOLDERS:
+        # Stage outputs: they exist, if empty, when no model has a history or no sweep is in.
+        (figure_dir / folder).mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
     if results:
         made["progression"] = figures.save_progression(results, figure_dir / "progression.png")
@@ -34,11 +42,20 @@ def build_report(
             made[f"confusion/{result.variant}"] = figures.save_confusion(
                 result, figure_dir / "confusion" / f"{result.variant}.png"
             )
+    collected = sweeps.read_sweeps(sweeps_dir, planned) if sweeps_dir else []
+    sweep_figures = figure_dir / "sweeps"
+    for sweep in collected:
+        made[f"sweeps/{sweep.name}"] = sweeps.save_figure(
+            sweep, sweep_figures / f"{sweep.name}.png"
+        )
+    for stale in set(sweep_figures.glob("*.png")) - set(made.values()):
+        stale.unlink()  # a sweep whose file is gone loses its figure too
     # The foundations stage draws its own figures into the same folder.
     for path in sorted((figure_dir / "foundations").glob("*.png")):
         made[f"foundations/{path.stem}"] = path
     foundations = read_foundations(foundations_path)
     write_text(
-        report_dir / "results.md", markdown.render(results, pending, foundations, made, report_dir)
+        report_dir / "results.md",
+        markdown.render(results, pending, foundations, made, report_dir, collected),
     )
     return made

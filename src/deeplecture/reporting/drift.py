@@ -1,6 +1,7 @@
 """Pinned metrics: compare a run's metrics files with the committed ones, within a tolerance.
 
-    deeplecture-drift check   --pinned reports/pinned/smoke-jpeg.json --metrics metrics
+    deeplecture-drift check   --pinned reports/pinned/smoke-jpeg.json --metrics metrics \
+        [--spread reports/sweeps/smoke-jpeg-seeds.json]
     deeplecture-drift pin     --pinned reports/pinned/smoke-jpeg.json --metrics metrics
     deeplecture-drift summary --pinned reports/pinned/smoke-sample.json >> "$GITHUB_STEP_SUMMARY"
 
@@ -29,9 +30,15 @@ from pathlib import Path
 
 from deeplecture.atomic import write_json
 
-# Absolute tolerances. The smoke runs are seeded and deterministic on one platform; the margin
-# absorbs float rounding between machines of one platform, not a change in what the code computes.
+# Absolute tolerances where no spread is measured. The smoke runs are seeded and deterministic on
+# one platform; the margin absorbs float rounding between machines of one platform, not a change
+# in what the code computes.
 DEFAULT_TOLERANCE = {"test_accuracy": 0.02, "test_loss": 0.05}
+# With a seed sweep of the pin's profile (`--spread reports/sweeps/<name>.json`), a model's
+# tolerance is this many sample standard deviations of its metric across the sweep's seeds: a
+# change the size of seed noise passes, one beyond it (about 5 % of seeds at 2 sigma) is flagged.
+SPREAD_SIGMAS = 2.0
+SPREAD_FLOOR = 0.001  # a sweep whose seeds agree exactly must not make every rounding a drift
 # CPU features that select other float kernels, most capable first (Linux /proc/cpuinfo names).
 _KERNEL_ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
 
@@ -56,6 +63,7 @@ class Drift:
     pinned: float | None
     current: float | None
     tolerance: float
+    basis: str = "fixed"  # where the tolerance comes from: fixed, or the sweep and its n
 
     @property
     def delta(self) -> float | None:
@@ -106,11 +114,46 @@ def check_profile(expected: str | None, profiles: dict[str, str], pinned: Path) 
     return found.pop() if found else "unknown"
 
 
-def compare(pinned: dict, current: dict[str, dict[str, float]]) -> list[Drift]:
-    """One row per pinned model and metric (a model missing on either side counts as moved)."""
+def spread_tolerances(path: Path, profile: str | None) -> dict[str, dict[str, tuple[float, str]]]:
+    """`{"cifar10/cnn74": {"test_accuracy": (tolerance, basis), ...}}` from a collected seed
+    sweep, for each model it ran with n > 1; a `ProfileMismatch` if it ran another profile."""
+    from deeplecture.sweeps.stats import spread
+
+    document = json.loads(path.read_text())
+    if not isinstance(document, dict) or "runs" not in document:
+        raise ValueError(f"{path}: not a sweep collected by deeplecture-sweep (no runs)")
+    runs = document["runs"]
+    profiles = {run.get("profile") for run in runs}
+    if profile and profiles != {profile}:
+        shown = ", ".join(sorted(str(p) for p in profiles))
+        raise ProfileMismatch(
+            f"{path} measured the {shown} profile, the pin holds the {profile} profile: "
+            "its spread says nothing about these runs"
+        )
+    tolerances: dict[str, dict[str, tuple[float, str]]] = {}
+    for model in sorted({f"{run['dataset']}/{run['variant']}" for run in runs}):
+        model_runs = [run for run in runs if f"{run['dataset']}/{run['variant']}" == model]
+        if len(model_runs) < 2:
+            continue  # one seed: no spread, the fixed tolerance stays
+        for metric in DEFAULT_TOLERANCE:
+            std = spread([run[metric] for run in model_runs]).std or 0.0
+            tolerance = max(SPREAD_SIGMAS * std, SPREAD_FLOOR)
+            basis = f"{SPREAD_SIGMAS:g}σ of {path.stem}, n={len(model_runs)}"
+            tolerances.setdefault(model, {})[metric] = (tolerance, basis)
+    return tolerances
+
+
+def compare(
+    pinned: dict,
+    current: dict[str, dict[str, float]],
+    measured: dict[str, dict[str, tuple[float, str]]] | None = None,
+) -> list[Drift]:
+    """One row per pinned model and metric (a model missing on either side counts as moved);
+    `measured` (from `spread_tolerances`) replaces the fixed tolerance where it has one."""
     rows = []
     for model in sorted(set(pinned["models"]) | set(current)):
-        for metric, tolerance in pinned["tolerance"].items():
+        for metric, fixed in pinned["tolerance"].items():
+            tolerance, basis = (measured or {}).get(model, {}).get(metric, (fixed, "fixed"))
             rows.append(
                 Drift(
                     model,
@@ -118,6 +161,7 @@ def compare(pinned: dict, current: dict[str, dict[str, float]]) -> list[Drift]:
                     pinned["models"].get(model, {}).get(metric),
                     current.get(model, {}).get(metric),
                     tolerance,
+                    basis,
                 )
             )
     return rows
@@ -125,8 +169,8 @@ def compare(pinned: dict, current: dict[str, dict[str, float]]) -> list[Drift]:
 
 def format_table(rows: list[Drift]) -> str:
     lines = [
-        "| model | metric | pinned | current | change | tolerance | |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| model | metric | pinned | current | change | tolerance | from | |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
 
@@ -136,7 +180,7 @@ def format_table(rows: list[Drift]) -> str:
         change = "n/a" if row.delta is None else f"{row.delta:+.4f}"
         lines.append(
             f"| {row.model} | {row.metric} | {show(row.pinned)} | {show(row.current)} | {change} "
-            f"| ±{row.tolerance:g} | {'MOVED' if row.moved else 'ok'} |"
+            f"| ±{row.tolerance:.4g} | {row.basis} | {'MOVED' if row.moved else 'ok'} |"
         )
     return "\n".join(lines)
 
@@ -147,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pinned", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, default=Path("metrics"))
     parser.add_argument("--plots", type=Path, help="plots/ (provenance): default beside metrics/")
+    parser.add_argument(
+        "--spread",
+        type=Path,
+        help="a collected seed sweep (reports/sweeps/<name>.json) of the pin's profile: "
+        f"tolerances become {SPREAD_SIGMAS:g} standard deviations of its seeds",
+    )
     args = parser.parse_args(argv)
 
     here = platform_key()
@@ -159,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     profiles = read_profiles(args.plots or args.metrics.parent / "plots", list(current))
     try:
         profile = check_profile(document.get("profile"), profiles, args.pinned)
-    except ProfileMismatch as error:
+        measured = spread_tolerances(args.spread, document.get("profile")) if args.spread else {}
+    except (ProfileMismatch, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.action == "pin":
@@ -169,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinned {len(current)} models of the {profile} profile for {here} in {args.pinned}")
         return 0
     if args.action == "summary":
-        print(_summary(document, current, here, profile, args.pinned))
+        print(_summary(document, current, here, profile, args.pinned, measured))
         return 0
     if here not in document["platforms"]:
         known = ", ".join(sorted(document["platforms"])) or "none"
@@ -181,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     pinned = {"tolerance": document["tolerance"], **document["platforms"][here]}
-    rows = compare(pinned, current)
+    rows = compare(pinned, current, measured)
     print(f"pinned metrics of {here}:")
     print(format_table(rows))
     moved = [row for row in rows if row.moved]
@@ -193,13 +244,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(
-    document: dict, current: dict[str, dict[str, float]], here: str, profile: str, pinned: Path
+    document: dict,
+    current: dict[str, dict[str, float]],
+    here: str,
+    profile: str,
+    pinned: Path,
+    measured: dict[str, dict[str, tuple[float, str]]],
 ) -> str:
     """Markdown for a CI job summary: this run beside its platform's pin, or alone."""
     lines = [f"## {profile.capitalize()} metrics on {here}", ""]
     if here in document["platforms"]:
         pin = {"tolerance": document["tolerance"], **document["platforms"][here]}
-        rows = compare(pin, current)
+        rows = compare(pin, current, measured)
         moved = sum(row.moved for row in rows)
         lines += [f"Compared with `{pinned}` ({moved} of {len(rows)} moved).", ""]
         return "\n".join([*lines, format_table(rows)])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from deeplecture.reporting import sweeps as sweep_section
 from deeplecture.reporting.results import ModelResult, Pending
+from deeplecture.reporting.sweeps import SweepResult
+from deeplecture.reporting.tables import markdown_table
 
 TITLES = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST"}
 
@@ -17,8 +21,10 @@ def render(
     foundations: dict[str, float] | None,
     figures: dict[str, Path],
     report_dir: Path,
+    sweeps: Sequence[SweepResult] = (),
 ) -> str:
-    """The whole report as markdown; `figures` maps a figure's key to its path."""
+    """The whole report as markdown; `figures` maps a figure's key to its path; each collected
+    seed sweep gets a section after the single runs' tables."""
     lines = [
         "# Results",
         "",
@@ -36,6 +42,8 @@ def render(
         waiting = [p for p in pending if p.planned.dataset == dataset]
         if rows or waiting:
             lines += _model_table(title, rows, waiting)
+    for sweep in sweeps:
+        lines += sweep_section.render(sweep, figures.get(f"sweeps/{sweep.name}"), report_dir)
     notes = [(r.variant, quirk) for r in results for quirk in r.quirks]
     if notes:
         lines += ["## The lecture's quirks, reproduced", ""]
@@ -62,7 +70,7 @@ MODEL_COLUMNS = {
 
 def _model_table(title: str, rows: list[ModelResult], waiting: list[Pending]) -> list[str]:
     table = pd.DataFrame([_result_row(r) for r in rows] + [_pending_row(p) for p in waiting])
-    lines = [f"## {title}", "", _markdown(table[list(MODEL_COLUMNS)], MODEL_COLUMNS), ""]
+    lines = [f"## {title}", "", markdown_table(table, MODEL_COLUMNS), ""]
     if any(r.quirks for r in rows):
         lines += ["† a lecture quirk applies (listed below).", ""]
     lines += [f"- `{p.planned.variant}` has not run yet: `{p.command}`." for p in waiting]
@@ -94,11 +102,6 @@ def _pending_row(p: Pending) -> dict[str, str]:
     }
 
 
-def _markdown(table: pd.DataFrame, alignment: dict[str, str]) -> str:
-    """A GitHub table, its columns padded so that the file reads as a table too."""
-    return table.to_markdown(index=False, colalign=[alignment[c] for c in table.columns])
-
-
 def _figure_list(
     results: list[ModelResult], figures: dict[str, Path], report_dir: Path
 ) -> list[str]:
@@ -127,7 +130,7 @@ def _foundations(metrics: dict[str, float]) -> list[str]:
     return [
         "## Foundations (the lecture's numpy demonstrations)",
         "",
-        _markdown(table, {"quantity": "left", "value": "right"}),
+        markdown_table(table, {"quantity": "left", "value": "right"}),
         "",
     ]
 
