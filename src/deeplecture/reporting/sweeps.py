@@ -105,12 +105,27 @@ def save_figure(sweep: SweepResult, path: Path) -> Path:
         values = 100 * np.array(accuracy.values)
         axes.scatter(np.full(len(values), position + 0.15), values, s=12, color="#7aa6d6")
         interval = accuracy.interval
-        error = None if interval is None else [[100 * (accuracy.mean - interval[0])],
-                                               [100 * (interval[1] - accuracy.mean)]]  # fmt: skip
-        axes.errorbar(position, 100 * accuracy.mean, yerr=error, fmt="o", color="#1f77b4",
-                      capsize=6, label="mean, 95 % interval" if position == 0 else None)  # fmt: skip
-        axes.scatter(position - 0.15, 100 * sweep.lecture[variant], marker="_", s=300,
-                     color="#9e9e9e", label="lecture" if position == 0 else None)  # fmt: skip
+        error = None
+        if interval is not None:
+            error = [[100 * (accuracy.mean - interval[0])], [100 * (interval[1] - accuracy.mean)]]
+        first = position == 0  # one legend entry per kind of mark
+        axes.errorbar(
+            position,
+            100 * accuracy.mean,
+            yerr=error,
+            fmt="o",
+            color="#1f77b4",
+            capsize=6,
+            label="mean, 95 % interval" if first else None,
+        )
+        axes.scatter(
+            position - 0.15,
+            100 * sweep.lecture[variant],
+            marker="_",
+            s=300,
+            color="#9e9e9e",
+            label="lecture" if first else None,
+        )
     axes.set_xticks(range(len(sweep.variants)), sweep.variants)
     axes.set_xlim(-0.6, len(sweep.variants) - 0.4)
     axes.set_ylabel("test accuracy (%)")
