@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported only now: a bad params.yaml fails in a fraction of a second, before the
     # seconds it takes to load Keras and its backend.
+    from deeplecture import distribution
+
+    try:
+        distribution.check(params.engine)  # before the data is read
+    except distribution.DistributionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
     from deeplecture.checkpoints import CheckpointBusy
     from deeplecture.data import processed
     from deeplecture.project import checkpoints_root

@@ -41,7 +41,7 @@ def test_pin_then_check_within_and_beyond_tolerance(
     table = capsys.readouterr().out
     moved = [line for line in table.splitlines() if "MOVED" in line]
     assert moved == [
-        "| cifar10/cnn79 | test_accuracy | 0.2000 | 0.1500 | -0.0500 | ±0.02 | MOVED |"
+        "| cifar10/cnn79 | test_accuracy | 0.2000 | 0.1500 | -0.0500 | ±0.02 | fixed | MOVED |"
     ]
 
 
@@ -117,7 +117,10 @@ def test_the_summary_is_markdown_beside_the_pin_or_the_values_alone(
     assert main(["summary", "--pinned", str(pinned), "--metrics", str(metrics)]) == 0
     beside = capsys.readouterr().out
     assert "(1 of 2 moved)" in beside
-    assert "| cifar10/cnn74 | test_accuracy | 0.3000 | 0.2000 | -0.1000 | ±0.02 | MOVED |" in beside
+    assert (
+        "| cifar10/cnn74 | test_accuracy | 0.3000 | 0.2000 | -0.1000 | ±0.02 | fixed | MOVED |"
+        in beside
+    )
 
 
 def test_the_platform_is_the_most_capable_float_instruction_set(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +25,14 @@ import keras
 import mlflow
 import numpy as np
 
-from deeplecture import model_file, served_model, tracking
+from deeplecture import distribution, model_file, served_model, tracking
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.checkpoints import Checkpoint, TrainingState, changed_settings, fingerprint
 from deeplecture.data.processed import ProcessedData
 from deeplecture.data.splits import ImageSplit
+from deeplecture.distribution import Layout
 from deeplecture.loops import run_epochs
+from deeplecture.loops.fast import VALIDATION_BATCH_SIZE
 from deeplecture.models import Variant, get_variant
 from deeplecture.params import EngineParams, Params, TrainParams
 from deeplecture.runtime import (
@@ -178,15 +182,42 @@ def train_variant(
     `CheckpointBusy` (the same settings are training in another process) or `TrainingDiverged`.
     """
     variant = get_variant(variant_name)
-    settings = {
-        "variant": variant_name,
-        "train": params.train[variant_name].model_dump(),
-        "engine": params.engine.model_dump(),
-        "data_digest": data.digest,
-        "backend": keras.backend.backend(),
-    }
-    with Checkpoint(outputs.checkpoints, variant_name, fingerprint(settings)) as checkpoint:
-        return _train_in(variant, params, data, outputs, checkpoint, settings)
+    with _distributed(params.engine) as layout:
+        settings = {
+            "variant": variant_name,
+            "train": params.train[variant_name].model_dump(),
+            "engine": params.engine.model_dump(),
+            "data_digest": data.digest,
+            "backend": keras.backend.backend(),
+        }
+        if layout.processes > 1:
+            # Processes of one run on one machine must not share (and lock) a checkpoint.
+            settings["process"] = f"{layout.process_id}/{layout.processes}"
+        with Checkpoint(outputs.checkpoints, variant_name, fingerprint(settings)) as checkpoint:
+            return _train_in(variant, params, data, outputs, checkpoint, settings, layout)
+
+
+@contextlib.contextmanager
+def _distributed(engine: EngineParams) -> Iterator[Layout]:
+    """`engine.distribution` in force for the block. A process other than the chief logs to a
+    throwaway store of its own: the run's one MLflow run is the chief's."""
+    layout = distribution.start(engine)
+    try:
+        if layout.is_chief:
+            yield layout
+            return
+        with tempfile.TemporaryDirectory(prefix="deeplecture-process-") as folder:
+            previous = os.environ.get("MLFLOW_TRACKING_URI")
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+            try:
+                yield layout
+            finally:
+                os.environ.pop("MLFLOW_TRACKING_URI")
+                if previous is not None:
+                    os.environ["MLFLOW_TRACKING_URI"] = previous
+    finally:
+        if engine.distribution != "none":
+            distribution.stop()
 
 
 def _train_in(
@@ -196,9 +227,13 @@ def _train_in(
     outputs: TrainingOutputs,
     checkpoint: Checkpoint,
     settings: dict[str, Any],
+    layout: Layout,
 ) -> dict[str, Any]:
     train_params, engine = params.train[variant.name], params.engine
     tracking.use_project_store()  # a store that cannot be used fails before any work
+    fit_set, validation_set = fit_and_validation_sets(data, train_params)
+    distribution.check_batches(layout, len(fit_set), train_params.batch_size)
+    distribution.check_batches(layout, len(validation_set), VALIDATION_BATCH_SIZE, "validation")
     seed_everything(train_params.seed, engine.deterministic)
     resumed = checkpoint.load()
     if resumed:
@@ -208,9 +243,9 @@ def _train_in(
         model = build_model(variant, data.scaling, train_params, engine)
         state = TrainingState(fingerprint=checkpoint.fingerprint, settings=settings)
 
-    fit_set, validation_set = fit_and_validation_sets(data, train_params)
     tags = tracking.run_tags(variant.name, variant.dataset, params.profile)
-    tags["device"] = _announce_device(variant.name)
+    tags["device"] = _announce_device(variant.name, layout)
+    tags["distribution"] = engine.distribution
     if params.sweep:
         tags["sweep"] = params.sweep  # deeplecture-sweep collects a sweep's runs by this tag
     if resumed:
@@ -224,7 +259,7 @@ def _train_in(
                 # A new run: describe it, and checkpoint at once, so that even a kill during
                 # the first epoch is resumed in this run rather than leaving it RUNNING.
                 state.run_id = run.info.run_id
-                _log_run_inputs(variant, params, data, fit_set, validation_set, model)
+                _log_run_inputs(variant, params, data, fit_set, validation_set, model, layout)
                 checkpoint.save(model, state)
             tracking.log_missing_epochs(state.run_id, state.history)
             _fit(
@@ -238,7 +273,7 @@ def _train_in(
                 outputs.history,
             )
             record = _finish(
-                variant, model, params, data, outputs, checkpoint, state, fit_set, tags["device"]
+                variant, model, params, data, outputs, checkpoint, state, fit_set, layout
             )
         except tracking.TrackingUnavailable as error:
             # The run could not be closed through a failing store: whoever reruns closes it.
@@ -252,12 +287,15 @@ def _train_in(
     return record
 
 
-def _announce_device(variant_name: str) -> str:
+def _announce_device(variant_name: str, layout: Layout) -> str:
     """Say what trains (and, loudly, when a GPU sits unused); return the device's name."""
     device = describe_device()
     versions = describe_versions()
     backend = keras.backend.backend()
-    print(f"training {variant_name} on {device} with Keras {versions['keras']} on {backend}")
+    spans = f" ({layout.describe()}, data parallel)" if layout.devices > 1 else ""
+    print(
+        f"training {variant_name} on {device}{spans} with Keras {versions['keras']} on {backend}"
+    )
     warning = gpu_unused_warning(device)
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -288,6 +326,7 @@ def _log_run_inputs(
     fit_set: ImageSplit,
     validation_set: ImageSplit,
     model: keras.Model,
+    layout: Layout,
 ) -> None:
     """A new run's params (the values that train, after the profile) and its dataset."""
     train_params, engine = params.train[variant.name], params.engine
@@ -304,6 +343,8 @@ def _log_run_inputs(
                 "train_images": len(fit_set),
                 "validation_images": len(validation_set),
                 "param_count": model.count_params(),
+                "devices": layout.devices,  # every device of every process
+                "processes": layout.processes,
             }
         )
         tracking.log_dataset(
@@ -324,7 +365,7 @@ def _finish(
     checkpoint: Checkpoint,
     state: TrainingState,
     fit_set: ImageSplit,
-    device: str,
+    layout: Layout,
 ) -> dict[str, Any]:
     """Keep the right epoch's weights, write the outputs, log the model; return the record."""
     train_params = params.train[variant.name]
@@ -344,7 +385,9 @@ def _finish(
         "profile": params.profile,
         "backend": keras.backend.backend(),
         "engine": params.engine.model_dump(),
-        "device": device,
+        "device": describe_device(),
+        "devices": layout.devices,
+        "processes": layout.processes,
         "versions": describe_versions(),
     }
     model_file.save(model, outputs.model, data.info["class_names"])
@@ -358,7 +401,10 @@ def _finish(
             }
         )
         # The evaluate stage links its test metrics to this LoggedModel and registers it.
-        record["model_id"] = served_model.log_model(outputs.model, variant.name, fit_set.images[:2])
+        with distribution.local():  # the saved file, loaded back in this process only
+            record["model_id"] = served_model.log_model(
+                outputs.model, variant.name, fit_set.images[:2]
+            )
     write_json(outputs.record, record)  # last: a record always names a logged model
     return record
 

@@ -82,11 +82,12 @@ def render(sweep: SweepResult, figure: Path | None, report_dir: Path) -> list[st
         lines += [
             markdown_table(pd.DataFrame([_step_row(*step) for step in steps]), STEP_COLUMNS),
             "",
-            f"A gain is beyond noise when its {CONFIDENCE:.0%} interval excludes zero "
-            f"({TEST_NAME}, two-sided p < {1 - CONFIDENCE:.2f}): it compares means without "
-            "assuming both variants spread alike, which they do not (batch normalization "
-            "narrows the spread), and stays exact for the few runs a sweep has, where a "
-            "bootstrap would have too few distinct resamples.",
+            f"A gain is beyond noise when its {100 * CONFIDENCE:.0f} % interval excludes zero "
+            f"({TEST_NAME}, two-sided p < {1 - CONFIDENCE:.2f}). Welch's test compares two "
+            "means without assuming that both variants spread alike (a network with batch "
+            "normalization need not spread as one without), and its t interval holds for the "
+            "few runs a sweep has, where a normal approximation or a bootstrap (too few "
+            "distinct resamples) would be too narrow.",
             "",
         ]
     if figure is not None:
