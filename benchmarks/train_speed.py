@@ -13,6 +13,10 @@ Arms (each runs in a process of its own, so none inherits another's compiled fun
             pixels scaled inside the model, the same epochs and batch size
   pipeline-nondeterministic, pipeline-bf16
             the pipeline with engine.deterministic false, or engine.precision mixed_bfloat16
+  pipeline-data-parallel
+            the pipeline with engine.distribution data_parallel over every device (JAX only):
+            the GPUs of the machine, or on a CPU `--virtual-devices N` host devices, which share
+            the same cores and so show the overhead of splitting a batch, never a speed-up
 
 It prints, per arm: the first epoch (compilation included), the median of the later epochs,
 training images per second at that median, test accuracy, and a digest of the trained weights
@@ -34,7 +38,7 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("plain", "pipeline", "pipeline-nondeterministic", "pipeline-bf16")
+ARMS = ("plain", "pipeline", "pipeline-nondeterministic", "pipeline-bf16", "pipeline-data-parallel")
 RESULT_PREFIX = "RESULT "
 
 
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-images", type=int, help="use the first N test images")
     parser.add_argument("--arms", default="plain,pipeline", help=f"comma-separated: {ARMS}")
     parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml")
+    parser.add_argument(
+        "--virtual-devices", type=int, default=2,
+        help="pipeline-data-parallel on a CPU: this many XLA host devices (default 2)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--show", type=Path, help="print the table of a saved --json file")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one arm, in a child
@@ -68,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for arm in arms:
         print(f"--- {arm}", flush=True)
-        results.append(_run_child(arm, argv if argv is not None else sys.argv[1:]))
+        arguments = argv if argv is not None else sys.argv[1:]
+        results.append(_run_child(arm, arguments, args.virtual_devices))
     report = {
         "machine": _machine(results[0]),
         "variant": args.variant,
@@ -82,10 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_child(arm: str, argv: list[str]) -> dict:
+def _run_child(arm: str, argv: list[str], virtual_devices: int) -> dict:
     # Stream the child's epoch lines as they come; keep its RESULT line.
+    env = dict(os.environ)
+    if arm == "pipeline-data-parallel":
+        # JAX reads it at start-up; on a GPU machine it only adds CPU devices, which DataParallel
+        # does not use (it takes the accelerators when there are any).
+        flag = f"--xla_force_host_platform_device_count={virtual_devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
     child = subprocess.Popen(
-        [sys.executable, __file__, *argv, "--arm", arm], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, *argv, "--arm", arm], stdout=subprocess.PIPE, text=True, env=env
     )
     result = None
     assert child.stdout is not None
@@ -111,12 +126,15 @@ def run_arm(args: argparse.Namespace) -> dict:
         engine = engine.model_copy(update={"deterministic": False})
     if args.arm == "pipeline-bf16":
         engine = engine.model_copy(update={"precision": "mixed_bfloat16"})
+    if args.arm == "pipeline-data-parallel":
+        engine = engine.model_copy(update={"distribution": "data_parallel"})
     if engine.deterministic:
         request_deterministic_kernels()  # before Keras starts its backend
 
     import keras
     import numpy as np
 
+    from deeplecture import distribution
     from deeplecture.data import processed
     from deeplecture.data.splits import ImageSplit
     from deeplecture.loops import run_epochs
@@ -136,6 +154,8 @@ def run_arm(args: argparse.Namespace) -> dict:
         validation_set = _first(validation_set, max(1, round(args.train_images / 9)))
     test_set = _first(data.test, args.test_images) if args.test_images else data.test
     variant = get_variant(args.variant)
+    layout = distribution.start(engine) if args.arm != "plain" else distribution.SINGLE
+    distribution.check_batches(layout, len(fit_set), train_params.batch_size)
     seed_everything(train_params.seed, engine.deterministic)
     timer = _epoch_timer()
 
@@ -174,6 +194,7 @@ def run_arm(args: argparse.Namespace) -> dict:
         "arm": args.arm,
         "backend": keras.backend.backend(),
         "device": describe_device(),
+        "devices": layout.devices,
         "keras": keras.__version__,
         "engine": engine.model_dump() if args.arm != "plain" else None,
         "epochs": epochs,
@@ -243,7 +264,7 @@ def format_table(report: dict) -> str:
     arms = report["arms"]
     plain = next((arm for arm in arms if arm["arm"] == "plain"), None)
     header = (
-        f"{'arm':<26} {'first epoch s':>13} {'median epoch s':>14} {'images/s':>10} "
+        f"{'arm':<36} {'first epoch s':>13} {'median epoch s':>14} {'images/s':>10} "
         f"{'test acc':>8} {'speed-up':>8} {'acc diff':>8}  weights"
     )
     lines = [
@@ -256,8 +277,10 @@ def format_table(report: dict) -> str:
     for arm in arms:
         speedup = f"{plain['median_epoch_s'] / arm['median_epoch_s']:.2f}x" if plain else "-"
         diff = f"{100 * (arm['test_accuracy'] - plain['test_accuracy']):+.1f} pt" if plain else "-"
+        devices = arm.get("devices", 1)
+        name = f"{arm['arm']} ({devices} devices)" if devices > 1 else arm["arm"]
         lines.append(
-            f"{arm['arm']:<26} {arm['first_epoch_s']:>13.2f} {arm['median_epoch_s']:>14.2f} "
+            f"{name:<36} {arm['first_epoch_s']:>13.2f} {arm['median_epoch_s']:>14.2f} "
             f"{arm['images_per_s']:>10.0f} {arm['test_accuracy']:>8.4f} {speedup:>8} {diff:>8}"
             f"  {arm['weights_sha256']}"
         )

@@ -4,7 +4,8 @@ what a test compares: per-epoch losses, the final weights' digest, and how a bat
 Run as a script, because JAX fixes its device count when it starts:
     XLA_FLAGS=--xla_force_host_platform_device_count=2 KERAS_BACKEND=jax \
         python tests/data_parallel_run.py --loop fast --distribution data_parallel
-prints one JSON line.
+prints one JSON line. `--device-loop` runs JAX's on-device loop (`lax.fori_loop`, the path a GPU
+takes) even on a CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import learnable_images  # noqa: E402
 from deeplecture import distribution  # noqa: E402
 from deeplecture.data.splits import ImageSplit  # noqa: E402
-from deeplecture.loops import run_epochs  # noqa: E402
+from deeplecture.loops import run_epochs, runners  # noqa: E402
 from deeplecture.loops.runners import make_runner  # noqa: E402
 from deeplecture.models import get_variant  # noqa: E402
 from deeplecture.params import EngineParams, TrainParams  # noqa: E402
@@ -43,11 +44,20 @@ class Losses(keras.callbacks.Callback):
         self.epochs.append({key: float(value) for key, value in (logs or {}).items()})
 
 
+class _DeviceLoopJaxRunner(runners.JaxRunner):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.loop_on_device = True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--loop", choices=["fast", "fit"], required=True)
     parser.add_argument("--distribution", choices=["none", "data_parallel"], required=True)
+    parser.add_argument("--device-loop", action="store_true")
     args = parser.parse_args()
+    if args.device_loop:
+        runners.JaxRunner = _DeviceLoopJaxRunner  # what make_runner builds on the JAX backend
 
     engine = EngineParams(
         loop=args.loop, steps_per_call=2, precision="float32", deterministic=True,

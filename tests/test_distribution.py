@@ -35,9 +35,10 @@ ONE_DEVICE = {"KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
 
 
 def _data_parallel_run(loop: str, setting: str, env: dict[str, str]) -> dict:
+    flags = ["--loop", "fast", "--device-loop"] if loop == "device-loop" else ["--loop", loop]
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "tests" / "data_parallel_run.py"),
-         "--loop", loop, "--distribution", setting],
+         *flags, "--distribution", setting],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,13 +46,13 @@ def _data_parallel_run(loop: str, setting: str, env: dict[str, str]) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loop", ["fast", "fit"])
+@pytest.mark.parametrize("loop", ["fast", "device-loop", "fit"])
 def test_two_devices_split_each_batch_and_train_what_one_device_trains(loop: str) -> None:
     one = _data_parallel_run(loop, "none", ONE_DEVICE)
     two = _data_parallel_run(loop, "data_parallel", TWO_DEVICES)
 
     assert (one["devices"], two["devices"]) == (1, 2)
-    if loop == "fast":
+    if loop != "fit":
         # The batch of 32 is the global batch: 16 images on each device; weights replicated.
         assert [shape for _, shape in two["batch_shards"]] == [[16, 32, 32, 3]] * 2
         assert len({device for device, _ in two["batch_shards"]}) == 2

@@ -79,7 +79,7 @@ def test_the_gpu_script_runs_the_progression_and_packs_its_results(tmp_path: Pat
     done = subprocess.run(
         [
             "bash", "scripts/gpu/run.sh", "--profile", "smoke", "--variants", "cnn74,cnn88",
-            "--archive", "data/sample/cifar10-sample.tar.gz", "--out", str(out),
+            "--archive", "data/sample/cifar10-sample.tar.gz", "--out", str(out), "--seeds", "2",
         ],
         cwd=root, env={**env, "PYTHON": sys.executable, "KERAS_BACKEND": "tensorflow"},
         capture_output=True, text=True, timeout=900,
@@ -99,7 +99,40 @@ def test_the_gpu_script_runs_the_progression_and_packs_its_results(tmp_path: Pat
     assert {"metrics/cifar10/cnn74.json", "metrics/cifar10/cnn88.json", "mlflow.db"} <= names
     assert {"plots/history/cifar10/cnn88.csv", "gpu-results/params.yaml"} <= names
     assert "plots/provenance/cifar10/cnn88.json" in names
+    # --seeds 2: a sweep of its own, collected from the runs and shown by the report
+    seeds = summary["seeds"]
+    assert seeds["ok"] and seeds["variants"]["cnn74"]["n"] == 2
+    assert "reports/sweeps/gpu-smoke-seeds.json" in names
+    sweep = json.loads((root / "reports" / "sweeps" / "gpu-smoke-seeds.json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in sweep["runs"]) == [
+        ("cnn74", 0), ("cnn74", 1), ("cnn88", 0), ("cnn88", 1),
+    ]  # fmt: skip
+    assert "## Seed sweep `gpu-smoke-seeds`" in (root / "reports" / "results.md").read_text()
     # the overrides applied to this run only
     assert (root / "params.yaml").read_text() == shipped_params_text()
     as_run = (root / "gpu-results" / "params.yaml").read_text()
     assert "profile: smoke" in as_run and "cifar10-sample.tar.gz" in as_run
+
+
+@pytest.mark.slow
+def test_the_benchmarks_devices_arm_trains_data_parallel_on_two_virtual_devices(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    report_path, params = tmp_path / "devices.json", write_params(tmp_path, {})
+    done = subprocess.run(
+        [
+            sys.executable, str(PROJECT_ROOT / "benchmarks" / "train_speed.py"),
+            "--data", str(tiny_data), "--variant", "cnn74", "--epochs", "2",
+            "--arms", "pipeline,pipeline-data-parallel", "--params", str(params),
+            "--json", str(report_path),
+        ],
+        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    one, two = json.loads(report_path.read_text())["arms"]
+    assert (one["devices"], two["devices"]) == (1, 2)
+    assert two["engine"]["distribution"] == "data_parallel"
+    # the same steps on the same batches, split in two: the same model within float rounding
+    assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.02)
+    assert "pipeline-data-parallel (2 devices)" in done.stdout

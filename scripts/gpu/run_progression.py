@@ -3,7 +3,7 @@ commands, read from dvc.yaml, run in order; then a summary and one archive of th
 
     python scripts/gpu/run_progression.py --archive .gpu/cifar10-jpeg.tar.gz --out "$OUT" \
         [--profile full|smoke] [--variants cnn74,cnn79,cnn84,cnn88] [--set KEY=VALUE ...]
-        [--phases progression,benchmark,determinism] [--benchmark-epochs 25]
+        [--phases progression,benchmark,determinism] [--benchmark-epochs 25] [--seeds N]
 
 Usually started by scripts/gpu/run.sh, which installs the missing packages from .whl/ first.
 Phases:
@@ -14,6 +14,9 @@ Phases:
   benchmark     benchmarks/train_speed.py: cnn74, plain port against the pipeline
   determinism   benchmarks/train_speed.py: the pipeline twice with deterministic kernels and once
                 without, a few epochs each: cost per epoch, and whether repeats are bit-identical
+--seeds N (after the phases): the variants again under seeds 0..N-1, tagged as the sweep
+`gpu-<profile>-seeds`, collected into reports/sweeps/ and shown by the regenerated report with
+n, mean ± std, intervals and the gains' verdicts (as `deeplecture-sweep run` does with DVC).
 Everything lands in OUT/gpu-results.tar.gz (metrics, histories, predictions, training records,
 the regenerated report, the MLflow store, benchmark tables, gpu-run.json) and OUT/gpu-run.json.
 """
@@ -45,6 +48,7 @@ RESULT_GLOBS = (
     "plots/*/cifar10/*",
     "models/cifar10/*.train.json",
     "reports/results.md",
+    "reports/sweeps/*.json",
     "reports/figures/**/*.png",
     "mlflow.db",
     "gpu-results/*",
@@ -62,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", default="progression")
     parser.add_argument("--benchmark-epochs", type=int, default=25)
     parser.add_argument("--determinism-epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=0, help="a seed sweep of N runs per variant")
     args = parser.parse_args(argv)
     if unknown := sorted(set(args.phases.split(",")) - set(PHASES)):
         parser.error(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(PHASES)}")
+    if args.seeds < 0:
+        parser.error(f"--seeds {args.seeds}: expected a count of 0 or more")
     if not args.archive.is_file():
         parser.error(f"--archive {args.archive}: no such file (scripts/gpu/prepare.sh copies it)")
 
@@ -110,6 +117,9 @@ def run_phases(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
              "--epochs", str(args.determinism_epochs)],
         )  # fmt: skip
 
+    if args.seeds:
+        summary["seeds"] = run_seeds(variants, args.seeds, overrides)
+
     (extra / "gpu-run.json").write_text(json.dumps(summary, indent=2) + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-run.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -125,17 +135,10 @@ def run_progression(variants: list[str]) -> dict[str, Any]:
         stages += [("train", variant), ("evaluate", variant)]
     if set(variants) == {"cnn74", "cnn79", "cnn84", "cnn88"}:
         stages.append(("report", None))  # it reads all four
-    seconds = {}
-    for stage, key in stages:
-        name = f"{stage}@{key}" if key else stage
-        print(f"=== {name}", flush=True)
-        started = time.perf_counter()
-        command = [*stage_command(stage, key), "--params", str(RUN_PARAMS)]
-        done = subprocess.run(command, cwd=PROJECT_ROOT)
-        seconds[name] = round(time.perf_counter() - started, 1)
-        if done.returncode != 0:
-            print(f"error: stage {name} failed (exit {done.returncode})", flush=True)
-            return {"ok": False, "failed_stage": name, "stage_seconds": seconds}
+    seconds: dict[str, float] = {}
+    failed = run_stages(stages, RUN_PARAMS, seconds)
+    if failed:
+        return {"ok": False, "failed_stage": failed, "stage_seconds": seconds}
 
     results = {}
     for variant in variants:
@@ -163,6 +166,59 @@ def run_progression(variants: list[str]) -> dict[str, Any]:
         "ordering_holds": ordering,
         "stage_seconds": seconds,
     }
+
+
+def run_stages(
+    stages: list[tuple[str, str | None]], params: Path, seconds: dict[str, float]
+) -> str | None:
+    """Run the stages in order with `params`, timing each into `seconds`; the first that
+    failed, or None."""
+    for stage, key in stages:
+        name = f"{stage}@{key}" if key else stage
+        print(f"=== {name}", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*stage_command(stage, key), "--params", str(params)], cwd=PROJECT_ROOT
+        )
+        seconds[name] = round(time.perf_counter() - started, 1)
+        if done.returncode != 0:
+            print(f"error: stage {name} failed (exit {done.returncode})", flush=True)
+            return name
+    return None
+
+
+def run_seeds(variants: list[str], seeds: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate `variants` under seeds 0..seeds-1 as one sweep; collect it from the
+    MLflow store into reports/sweeps/, and rebuild the report, which shows it."""
+    from deeplecture.sweeps.collect import write_summary
+    from deeplecture.sweeps.stats import spread
+
+    sweep = f"gpu-{overrides['profile']}-seeds"
+    seconds: dict[str, float] = {}
+    failed = run_stages([("download", "cifar10"), ("preprocess", "cifar10")], RUN_PARAMS, seconds)
+    for seed in range(seeds):
+        if failed:
+            return {"ok": False, "failed_stage": failed, "stage_seconds": seconds}
+        params = PROJECT_ROOT / "gpu-results" / f"params-{sweep}-{seed}.yaml"
+        per_seed = {f"train.{variant}.seed": seed for variant in variants}
+        write_params(
+            PROJECT_ROOT / "params.yaml", {**overrides, "sweep": sweep, **per_seed}, params
+        )
+        stages = [(stage, v) for v in variants for stage in ("train", "evaluate")]
+        seed_seconds: dict[str, float] = {}
+        failed = run_stages(stages, params, seed_seconds)
+        seconds.update({f"{name} (seed {seed})": value for name, value in seed_seconds.items()})
+    if failed:
+        return {"ok": False, "failed_stage": failed, "stage_seconds": seconds}
+    summary = write_summary(sweep, PROJECT_ROOT / "reports" / "sweeps" / f"{sweep}.json")
+    run_stages([("report", None)], RUN_PARAMS, seconds)
+    results = {}
+    for variant in variants:
+        accuracy = spread([r["test_accuracy"] for r in summary["runs"] if r["variant"] == variant])
+        results[variant] = {"n": accuracy.n, "mean": accuracy.mean, "std": accuracy.std}
+        std = "no spread" if accuracy.std is None else f"± {accuracy.std:.4f}"
+        print(f"{sweep} {variant}: n={accuracy.n} mean {accuracy.mean:.4f} {std}", flush=True)
+    return {"ok": True, "sweep": sweep, "variants": results}
 
 
 # MaxPooling's gradient (a scatter) is what XLA's deterministic-ops flag changes on a GPU.

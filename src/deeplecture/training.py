@@ -206,18 +206,27 @@ def _distributed(engine: EngineParams) -> Iterator[Layout]:
         if layout.is_chief:
             yield layout
             return
-        with tempfile.TemporaryDirectory(prefix="deeplecture-process-") as folder:
-            previous = os.environ.get("MLFLOW_TRACKING_URI")
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
-            try:
-                yield layout
-            finally:
-                os.environ.pop("MLFLOW_TRACKING_URI")
-                if previous is not None:
-                    os.environ["MLFLOW_TRACKING_URI"] = previous
+        with (
+            tempfile.TemporaryDirectory(prefix="deeplecture-process-") as folder,
+            _environment("MLFLOW_TRACKING_URI", f"sqlite:///{Path(folder) / 'mlflow.db'}"),
+        ):
+            yield layout
     finally:
         if engine.distribution != "none":
             distribution.stop()
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def _train_in(
@@ -293,9 +302,7 @@ def _announce_device(variant_name: str, layout: Layout) -> str:
     versions = describe_versions()
     backend = keras.backend.backend()
     spans = f" ({layout.describe()}, data parallel)" if layout.devices > 1 else ""
-    print(
-        f"training {variant_name} on {device}{spans} with Keras {versions['keras']} on {backend}"
-    )
+    print(f"training {variant_name} on {device}{spans} with Keras {versions['keras']} on {backend}")
     warning = gpu_unused_warning(device)
     if warning:
         print(warning, file=sys.stderr, flush=True)

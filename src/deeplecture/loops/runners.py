@@ -149,7 +149,6 @@ class JaxRunner(_CompiledLoopRunner):
             for variable, value in zip(group, values, strict=True):
                 variable.assign(value)
 
-
     def gathered_batch(self, row: np.ndarray) -> tuple[Any, Any]:
         """The (images, one-hot labels) batch one step trains on, placed as the step places it."""
         return self._gather(self.images, self.onehot, self._put(row.astype(np.int32)))
