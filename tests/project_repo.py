@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import PROJECT_ROOT, shipped_params_text
 
 FILES = ("dvc.yaml", "fashion_mnist/dvc.yaml", "pyproject.toml", ".dvcignore")
-FOLDERS = ("src", "stages", "data/sample")
+FOLDERS = ("src", "stages", "data/sample", "reports/sweeps")  # the report stage reads sweeps/
 
 
 def run_command(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:

@@ -104,12 +104,18 @@ def save_figure(sweep: SweepResult, path: Path) -> Path:
     for position, variant in enumerate(sweep.variants):
         accuracy = sweep.accuracy(variant)
         values = 100 * np.array(accuracy.values)
-        axes.scatter(np.full(len(values), position + 0.15), values, s=12, color="#7aa6d6")
+        first = position == 0  # one legend entry per kind of mark
+        axes.scatter(
+            np.full(len(values), position + 0.15),
+            values,
+            s=12,
+            color="#7aa6d6",
+            label="each seed" if first else None,
+        )
         interval = accuracy.interval
         error = None
         if interval is not None:
             error = [[100 * (accuracy.mean - interval[0])], [100 * (interval[1] - accuracy.mean)]]
-        first = position == 0  # one legend entry per kind of mark
         axes.errorbar(
             position,
             100 * accuracy.mean,
@@ -132,7 +138,7 @@ def save_figure(sweep: SweepResult, path: Path) -> Path:
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(f"Seed sweep {sweep.name}: n = {_n_text(sweep)} per variant")
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3, frameon=False)
     return save_png(figure, path)
 
 
