@@ -27,6 +27,7 @@ from training_stage import (
     one_error_line,
     stage_process,
     train_args,
+    train_process,
     wait_for_epochs,
 )
 
@@ -65,28 +66,24 @@ def test_two_devices_split_each_batch_and_train_what_one_device_trains(loop: str
     np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-4, atol=1e-3)
 
 
+def _stop_after_epochs(tmp_path: Path, data: Path, store: str, epochs: int) -> str:
+    """The data-parallel train stage on two devices, SIGTERM'd once `epochs` are checkpointed;
+    its standard output."""
+    process = train_process(tmp_path, data, store, **TWO_DEVICES)
+    wait_for_epochs(process, tmp_path / "checkpoints", epochs)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr[-3000:]
+    return stdout
+
+
 @pytest.mark.slow
 def test_a_data_parallel_stage_resumes_its_checkpoint_and_records_two_devices(
     tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
     write_params(tmp_path, {"train.cnn74.epochs": 200, "engine.distribution": "data_parallel"})
-    process = stage_process(
-        "train.py", train_args(tmp_path, tiny_data), tmp_path,
-        MLFLOW_TRACKING_URI=mlflow_store, **TWO_DEVICES,
-    )  # fmt: skip
-    wait_for_epochs(process, tmp_path / "checkpoints", 1)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr[-3000:]
-
-    rerun = stage_process(
-        "train.py", train_args(tmp_path, tiny_data), tmp_path,
-        MLFLOW_TRACKING_URI=mlflow_store, **TWO_DEVICES,
-    )  # fmt: skip
-    wait_for_epochs(rerun, tmp_path / "checkpoints", 2)
-    rerun.send_signal(signal.SIGTERM)
-    stdout, stderr = rerun.communicate(timeout=60)
-    assert rerun.returncode == 143, stderr[-3000:]
+    _stop_after_epochs(tmp_path, tiny_data, mlflow_store, 1)
+    stdout = _stop_after_epochs(tmp_path, tiny_data, mlflow_store, 2)
     assert "resuming cnn74 after epoch" in stdout
     assert "2 devices, data parallel" in stdout
 

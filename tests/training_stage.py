@@ -36,10 +36,11 @@ def train_args(tmp_path: Path, data: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def train_process(tmp_path: Path, data: Path, store: str) -> subprocess.Popen:
-    """The train stage for cnn74 on `data`, logging to `store`, with outputs in `tmp_path`."""
+def train_process(tmp_path: Path, data: Path, store: str, **env: str) -> subprocess.Popen:
+    """The train stage for cnn74 on `data`, logging to `store`, with outputs in `tmp_path`
+    (`env`: more environment, e.g. the backend)."""
     return stage_process(
-        "train.py", train_args(tmp_path, data), tmp_path, MLFLOW_TRACKING_URI=store
+        "train.py", train_args(tmp_path, data), tmp_path, MLFLOW_TRACKING_URI=store, **env
     )
 
 
