@@ -42,7 +42,10 @@ def make_project_repo(root: Path) -> Path:
     (root / "params.yaml").write_text(shipped_params_text())
     for folder in FOLDERS:
         shutil.copytree(
-            PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
+            PROJECT_ROOT / folder,
+            root / folder,
+            ignore=shutil.ignore_patterns("__pycache__"),
+            dirs_exist_ok=True,  # a test may have copied more of reports/ first
         )
     for command in (
         ["git", "init", "-q"],
