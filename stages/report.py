@@ -1,7 +1,7 @@
 """Stage `report`: reports/results.md and reports/figures/ from the metrics files only.
 
 python stages/report.py --metrics metrics --plots plots --foundations reports/foundations.json \
-    --sweeps reports/sweeps --out reports
+    --sweeps reports/sweeps --edge reports/edge --out reports
 
 Every variant params.yaml lists gets a row: its results where its metrics file exists (the
 Fashion-MNIST row once `dvc repro fashion_mnist/dvc.yaml` has run), "not yet run" otherwise.
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sweeps", type=Path, help="the collected seed sweeps (reports/sweeps/*.json)"
     )
+    parser.add_argument(
+        "--edge", type=Path, help="the exported models' figures (reports/edge/<dataset>/*.json)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="reports/ folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
@@ -38,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     made = build_report(
-        args.metrics, args.plots, args.foundations, args.out, planned_variants(params), args.sweeps
+        args.metrics,
+        args.plots,
+        args.foundations,
+        args.out,
+        planned_variants(params),
+        args.sweeps,
+        args.edge,
     )
     print(f"{args.out / 'results.md'}: {len(made)} figures")
     return 0

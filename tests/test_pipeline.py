@@ -41,6 +41,10 @@ CHROMIUM_ARGS = [
 SCREENSHOT = PROJECT_ROOT / "reports" / "figures" / "mlflow-compare-runs.png"
 
 VARIANTS = ("cnn74", "cnn79", "cnn84", "cnn88")
+# What a change of cnn74's training reruns, as stages_run sorts them.
+CNN74_RERUN = sorted(
+    ["train@cnn74", "evaluate@cnn74", "export@cnn74", "measure_edge@cnn74", "report"]
+)
 # Smaller than the smoke profile itself, to keep the suite quick; same code path.
 FAST = [
     "-S",
@@ -62,7 +66,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_stage_runs_and_writes_the_contract_files(repo: Path) -> None:
     output = (repo / "first_run.log").read_text()
     for stage in ["download@cifar10", "preprocess@cifar10", "foundations", "report"] + [
-        f"{kind}@{variant}" for kind in ("train", "evaluate") for variant in VARIANTS
+        f"{kind}@{variant}"
+        for kind in ("train", "evaluate", "export", "measure_edge")
+        for variant in VARIANTS
     ]:
         assert f"Running stage '{stage}'" in output
     for variant in VARIANTS:
@@ -101,6 +107,33 @@ def test_the_report_and_dvc_metrics_show_the_same_numbers(repo: Path) -> None:
     for figure in ("progression.png", "learning_curves/cnn74.png", "confusion/cnn88.png"):
         assert (repo / "reports" / "figures" / figure).is_file()
     assert (repo / "reports" / "figures" / "foundations" / "xor_loss.png").is_file()
+
+
+def test_every_variant_is_exported_measured_and_in_the_reports_edge_table(repo: Path) -> None:
+    report = (repo / "reports" / "results.md").read_text()
+    assert "## Edge: forward only, without Keras" in report
+    edge_table = report.split("## Edge: forward only, without Keras", 1)[1]
+    for variant in VARIANTS:
+        folder = repo / "models" / "cifar10" / "edge" / variant
+        assert {path.name for path in folder.iterdir()} == {
+            "model.onnx", "model.int8.onnx", "model.tflite", "class_names.json",
+        }  # fmt: skip
+        measured = json.loads(
+            (repo / "reports" / "edge" / "cifar10" / f"{variant}.json").read_text()
+        )
+        formats = measured["formats"]
+        assert list(formats) == ["keras", "onnx", "onnx-int8", "litert"]
+        assert measured["test_images"] == 200 and measured["latency_calls"] == 50
+        for name in ("onnx", "litert"):  # the float exports predict what the .keras file does
+            assert formats[name]["top1_agreement"] == 1.0
+            assert formats[name]["accuracy"] == formats["keras"]["accuracy"]
+        onnx_row = next(
+            [cell.strip() for cell in line.strip("|").split("|")]
+            for line in edge_table.splitlines()
+            if line.startswith(f"| `{variant}`") and "(.onnx)" in line
+        )
+        assert onnx_row[2] == f"{formats['onnx']['accuracy']:.2%}"
+        assert onnx_row[7] == f"{formats['onnx']['latency_ms_median']:.2f} ms"
 
 
 def test_the_ci_summary_sets_the_smoke_run_beside_the_pinned_smoke_metrics(repo: Path) -> None:
@@ -250,7 +283,7 @@ def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(r
 
     # The user's value wins over the smoke profile's 2 epochs, and is what DVC and MLflow show.
     changed = run_command(["dvc", "exp", "run", "-S", "train.cnn74.epochs=1"], repo)
-    assert stages_run(changed) == ["evaluate@cnn74", "report", "train@cnn74"]
+    assert stages_run(changed) == CNN74_RERUN
     assert json.loads((repo / "metrics" / "cifar10" / "cnn74.json").read_text())["epochs"] == 1
     import dvc.api
 
@@ -262,7 +295,7 @@ def test_a_second_run_skips_everything_and_one_epoch_change_reruns_one_variant(r
     again = run_command(
         ["dvc", "exp", "run", "-S", "train.cnn74.epochs={full: 25, smoke: 2}"], repo
     )
-    assert stages_run(again) == ["evaluate@cnn74", "report", "train@cnn74"]
+    assert stages_run(again) == CNN74_RERUN
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     cnn74_runs = mlflow.search_runs(
         experiment_names=["cifar10"], filter_string="tags.variant = 'cnn74'", output_format="list"

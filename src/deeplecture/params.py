@@ -135,6 +135,15 @@ class EngineParams(_Strict):
     )
 
 
+class EdgeParams(_Strict):
+    """The `export` and `measure_edge` stages: the int8 model's calibration, the latency runs."""
+
+    int8: bool = Field(description="also write the int8 ONNX model (static quantization)")
+    calibration_images: int = Field(gt=0, description="training images the int8 ranges come from")
+    calibration_seed: int
+    latency_calls: int = Field(gt=0, description="timed batch-1 calls per format")
+
+
 # A sweep's name becomes part of DVC experiment names (`<sweep>-seed<N>`) and an MLflow tag.
 SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -149,6 +158,7 @@ class Params(_Strict):
     preprocess: PreprocessSection
     engine: EngineParams
     train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88", "fashion"], TrainParams]
+    edge: EdgeParams
 
     @model_validator(mode="after")
     def _every_variant_has_settings(self) -> Params:

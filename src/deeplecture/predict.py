@@ -18,6 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 if TYPE_CHECKING:  # keras is only needed by the caller that already loaded a model
     import keras
 
+    from deeplecture.edge.runtime import EdgeModel
+
 # Pillow's modes for the channel counts a model can take.
 _MODES = {3: "RGB", 1: "L"}
 # The only decoders an image file reaches, whatever its name: common raster formats. Others
@@ -175,24 +177,26 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(size) for size in shape), dtype
 
 
-def model_image_shape(model: keras.Model) -> tuple[int, int, int]:
-    """The (H, W, C) one image must have for `model`; a `ValueError` if it takes anything else."""
+def model_image_shape(model: keras.Model | EdgeModel) -> tuple[int, int, int]:
+    """The (H, W, C) one image must have for `model` (a Keras model or an exported one); a
+    `ValueError` if it takes anything else."""
     shape = model.input_shape
     if not (isinstance(shape, tuple) and len(shape) == 4 and all(shape[1:])):
         raise ValueError(f"model input {shape} is not one fixed-size image batch (N, H, W, C)")
     return tuple(int(size) for size in shape[1:])
 
 
-def predict_top(
-    model: keras.Model, batch: np.ndarray, class_names: Sequence[str], top: int
+def top_classes(
+    probabilities: np.ndarray, class_names: Sequence[str], top: int
 ) -> list[list[tuple[str, float]]]:
-    """For each image of `batch`, its `top` most probable classes, most probable first.
+    """For each row of a model's `probabilities` (N, classes), its `top` most probable classes,
+    most probable first.
 
     `top` larger than the number of classes gives all of them.
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    probabilities = np.asarray(model.predict(batch, batch_size=256, verbose=0), dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
         raise ValueError(
             f"model gives outputs of shape {probabilities.shape[1:]}, "

@@ -1,19 +1,23 @@
-"""`deeplecture-predict`: the top classes of image files (or .npy batches) under a saved model.
+"""`deeplecture-predict`: the top classes of image files (or .npy batches) under a saved model:
+a `.keras` file (Keras), or one exported by the `export` stage, `.onnx` (ONNX Runtime) or
+`.tflite` (LiteRT), for which neither Keras nor TensorFlow is imported.
 
 deeplecture-predict models/cifar10/cnn88.keras cat.jpg ship.png --top 3
-deeplecture-predict models/cifar10/cnn88.keras batch.npy --json
+deeplecture-predict models/cifar10/edge/cnn88/model.onnx batch.npy --json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from deeplecture import model_file, predict
 from deeplecture.cli import fail, load_model, positive_int
+from deeplecture.edge import runtime
 
 
 def class_name_list(text: str) -> tuple[str, ...]:
@@ -30,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify image files with a saved model (pixels go in raw: the model "
         "scales them itself).",
     )
-    parser.add_argument("model", type=Path, metavar="MODEL", help="a saved .keras model")
+    parser.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL",
+        help="a saved .keras model, or an exported .onnx or .tflite one (models/*/edge/)",
+    )
     parser.add_argument(
         "images",
         type=Path,
@@ -47,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-names",
         type=class_name_list,
         metavar="A,B,...",
-        help="names of the model's outputs in order (default: the names saved in the model file)",
+        help="names of the model's outputs in order (default: the names saved in the model "
+        "file, or in class_names.json beside an exported one)",
     )
     return parser
 
@@ -93,19 +103,36 @@ def render_json(sources: list[tuple[Path, int | None]], tops: list[list[tuple[st
     return json.dumps(document, indent=2)
 
 
+# A batch of raw pixels (N, H, W, C) -> class probabilities (N, classes)
+Classifier = Callable[[np.ndarray], np.ndarray]
+
+
+def load_classifier(path: Path) -> tuple[Classifier, tuple[int, int, int], tuple[str, ...] | None]:
+    """How to get probabilities from `path`'s model, its (H, W, C), and the class names it
+    carries. Exported files go to their edge runtime: Keras is imported for `.keras` only."""
+    if runtime.is_exported(path):
+        exported = runtime.load(path)
+        return exported.predict, predict.model_image_shape(exported), exported.class_names()
+    model = load_model(path)
+
+    def probabilities(batch: np.ndarray) -> np.ndarray:
+        return model.predict(batch, batch_size=runtime.CHUNK, verbose=0)
+
+    return probabilities, predict.model_image_shape(model), model_file.class_names(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        model = load_model(args.model)
-        input_shape = predict.model_image_shape(model)
-        class_names = args.class_names or model_file.class_names(args.model)
+        probabilities_of, input_shape, saved_names = load_classifier(args.model)
+        class_names = args.class_names or saved_names
         if class_names is None:
             raise ValueError(
-                f"{args.model} does not name its classes (saved by an older version): "
-                "pass them with --class-names A,B,..."
+                f"{args.model} does not name its classes (saved by an older version, or an "
+                "exported file without class_names.json): pass them with --class-names A,B,..."
             )
         sources, batch = read_inputs(args.images, input_shape)
-        tops = predict.predict_top(model, batch, class_names, args.top)
+        tops = predict.top_classes(probabilities_of(batch), class_names, args.top)
     except (ValueError, OSError) as error:  # OSError: e.g. a file we may not read
         return fail(error)
     print(render_json(sources, tops) if args.json else render_text(sources, tops))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeplecture.atomic import write_text
-from deeplecture.reporting import figures, markdown, sweeps
+from deeplecture.reporting import edge, figures, markdown, sweeps
 from deeplecture.reporting.results import Planned, collect, read_foundations
 
 # The figure folders the report stage declares as outputs (dvc.yaml).
@@ -19,12 +19,14 @@ def build_report(
     report_dir: Path,
     planned: list[Planned],
     sweeps_dir: Path | None = None,
+    edge_dir: Path | None = None,
 ) -> dict[str, Path]:
     """Write `report_dir/results.md` and `report_dir/figures/`; return the figures made.
 
     `planned`: every variant params.yaml lists, with the lecture's figure and quirks; one whose
     metrics are not there yet is shown as not yet run. `sweeps_dir`: the collected seed sweeps
-    (`deeplecture-sweep collect`), a section and a figure each."""
+    (`deeplecture-sweep collect`), a section and a figure each. `edge_dir`: the exported models'
+    figures (stage `measure_edge`), the Edge section."""
     results, pending = collect(metrics_root, plots_root, planned)
     figure_dir = report_dir / "figures"
     for folder in FIGURE_FOLDERS:
@@ -56,6 +58,14 @@ def build_report(
     foundations = read_foundations(foundations_path)
     write_text(
         report_dir / "results.md",
-        markdown.render(results, pending, foundations, made, report_dir, collected),
+        markdown.render(
+            results,
+            pending,
+            foundations,
+            made,
+            report_dir,
+            collected,
+            edge.read_edge(edge_dir, planned) if edge_dir else [],
+        ),
     )
     return made

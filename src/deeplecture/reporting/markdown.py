@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from deeplecture.reporting import edge as edge_section
 from deeplecture.reporting import sweeps as sweep_section
+from deeplecture.reporting.edge import EdgeResult
 from deeplecture.reporting.results import ModelResult, Pending
 from deeplecture.reporting.sweeps import SweepResult
 from deeplecture.reporting.tables import markdown_table
@@ -22,9 +24,10 @@ def render(
     figures: dict[str, Path],
     report_dir: Path,
     sweeps: Sequence[SweepResult] = (),
+    edge: Sequence[EdgeResult] = (),
 ) -> str:
     """The whole report as markdown; `figures` maps a figure's key to its path; each collected
-    seed sweep gets a section after the single runs' tables."""
+    seed sweep gets a section after the single runs' tables, then the exported models theirs."""
     lines = [
         "# Results",
         "",
@@ -44,6 +47,7 @@ def render(
             lines += _model_table(title, rows, waiting)
     for sweep in sweeps:
         lines += sweep_section.render(sweep, figures.get(f"sweeps/{sweep.name}"), report_dir)
+    lines += edge_section.render(list(edge))
     notes = [(r.variant, quirk) for r in results for quirk in r.quirks]
     if notes:
         lines += ["## The lecture's quirks, reproduced", ""]

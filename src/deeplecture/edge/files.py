@@ -1,0 +1,43 @@
+"""What an export folder holds, by format: the names are a contract of the `export` stage, read
+by `measure_edge`, the report and `deeplecture-predict`.
+
+    models/cifar10/edge/cnn88/
+        model.onnx        ONNX, float32
+        model.int8.onnx   ONNX, int8 (static quantization, calibrated on the training split)
+        model.tflite      LiteRT (TensorFlow Lite flatbuffer), float32
+        class_names.json  the names of the outputs, in order (also inside the ONNX files)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from deeplecture.atomic import write_json
+
+# Format -> file name, in the order the report lists them.
+FORMAT_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "litert": "model.tflite"}
+CLASS_NAMES_FILE = "class_names.json"
+# The key of the class names in an ONNX file's metadata_props.
+ONNX_CLASS_NAMES_KEY = "deeplecture.class_names"
+# What each suffix of an exported file is, for messages.
+SUFFIX_KINDS = {".onnx": "ONNX model", ".tflite": "LiteRT (.tflite) model"}
+
+
+def write_class_names(folder: Path, class_names: Sequence[str]) -> None:
+    write_json(folder / CLASS_NAMES_FILE, {"class_names": list(class_names)})
+
+
+def sidecar_class_names(model_path: Path) -> tuple[str, ...] | None:
+    """The names in `class_names.json` beside an exported file, or None if there is none."""
+    sidecar = Path(model_path).parent / CLASS_NAMES_FILE
+    if not sidecar.is_file():
+        return None
+    try:
+        names = json.loads(sidecar.read_text()).get("class_names")
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"{sidecar}: not a class-names file ({error})") from None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise ValueError(f'{sidecar}: expected {{"class_names": [name, ...]}}')
+    return tuple(names)

@@ -1,0 +1,76 @@
+"""Stage `measure_edge@<variant>`: every exported format beside Keras' own `predict`, on the CPU.
+
+    python stages/measure_edge.py cnn74 --data data/processed/cifar10 \
+        --model models/cifar10/cnn74.keras --exports models/cifar10/edge/cnn74 \
+        --out reports/edge/cifar10/cnn74.json
+
+Per format (keras, onnx, onnx-int8, litert): test accuracy, agreement with the Keras model's
+predictions (top-1, largest probability difference), file size, batch-1 latency (median, p95)
+and batch-256 throughput (src/deeplecture/edge/measure.py). The report's Edge table reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from deeplecture.params import ParamsError, load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant")
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--exports", type=Path, required=True, help="the export folder")
+    parser.add_argument("--out", type=Path, required=True, help="the figures (JSON)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    try:
+        edge = load_params(args.params).edge
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    # An edge device has a CPU: Keras' predict runs there too, whatever accelerator this
+    # machine has, so that every figure is measured on the same processor.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from deeplecture.atomic import write_json
+    from deeplecture.data import processed
+    from deeplecture.edge import measure, runners
+
+    try:
+        test = processed.load_split(args.data, "test")
+        figures = {}
+        reference = None
+        for runner in runners.all_formats(args.model, args.exports):
+            figures[runner.name], probabilities = measure.measure(
+                runner, test, reference, edge.latency_calls
+            )
+            reference = probabilities if reference is None else reference
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    document = {
+        "variant": args.variant,
+        "test_images": len(test),
+        "latency_calls": edge.latency_calls,
+        "throughput_batch": measure.THROUGHPUT_BATCH,
+        "machine": measure.machine(),
+        "formats": figures,
+    }
+    write_json(args.out, document)
+    for name, row in figures.items():
+        print(
+            f"{args.variant} {name:>9}: accuracy {row['accuracy']:.4f}, "
+            f"agreement {row['top1_agreement']:.4f}, batch 1 {row['latency_ms_median']:.2f} ms, "
+            f"batch 256 {row['throughput_images_per_s']:.0f} images/s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
