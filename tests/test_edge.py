@@ -4,6 +4,7 @@ by their runtimes alone, measured beside Keras, and refused in one line when bro
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -277,7 +278,9 @@ def test_a_folder_without_exports_is_named(exported: dict[str, Path], tmp_path: 
         list(runners.all_formats(exported["keras"], tmp_path))
 
 
-def test_the_report_sets_each_format_beside_keras_and_int8_beside_float() -> None:
+def _measured_document() -> dict:
+    """A measure_edge document, its numbers chosen to check the report's arithmetic."""
+
     def row(accuracy: float, size: int, latency: float) -> dict[str, float]:
         return {
             "accuracy": accuracy, "top1_agreement": 0.999, "max_probability_difference": 2e-6,
@@ -285,17 +288,26 @@ def test_the_report_sets_each_format_beside_keras_and_int8_beside_float() -> Non
             "throughput_images_per_s": 1000.0,
         }  # fmt: skip
 
-    document = {
+    return {
         "variant": "cnn74", "test_images": 10000, "latency_calls": 500, "throughput_batch": 256,
-        "machine": {"cpu": "Test CPU", "cores": 2, "versions": {"onnxruntime": "1.32.0"}},
+        "machine": {
+            "cpu": "Test CPU", "cores": 2,
+            "versions": {"onnxruntime": "1.32.0", "ai-edge-litert": "2.3.0"},
+        },
         "formats": {
             "keras": row(0.75, 19_000_000, 40.0), "onnx": row(0.75, 6_500_000, 0.5),
-            "onnx-int8": row(0.745, 1_700_000, 0.4), "litert": row(0.75, 6_500_000, 0.6),
+            "onnx-int8": row(0.74, 1_700_000, 0.4), "litert": row(0.748, 6_500_000, 0.6),
         },
     }  # fmt: skip
+
+
+def test_the_report_sets_each_format_beside_keras_and_int8_beside_float() -> None:
+    document = _measured_document()
     lines = "\n".join(edge_report.render([edge_report.EdgeResult("cnn74", document)]))
     assert "## Edge: forward only, without Keras" in lines
-    assert "Test CPU (2 cores), 10,000 test images; onnxruntime 1.32.0" in lines
+    assert (
+        "Test CPU (2 cores), 10,000 test images; onnxruntime 1.32.0, ai-edge-litert 2.3.0" in lines
+    )
     onnx_row = next(line for line in lines.splitlines() if "ONNX Runtime (.onnx)" in line)
     cells = [cell.strip() for cell in onnx_row.strip("|").split("|")]
     assert cells[2:] == [
@@ -304,9 +316,29 @@ def test_the_report_sets_each_format_beside_keras_and_int8_beside_float() -> Non
     ]  # fmt: skip
     int8_row = lines.splitlines()[-1]
     assert [cell.strip() for cell in int8_row.strip("|").split("|")] == [
-        "`cnn74`", "-0.50 pt", "26%", "0.80×",
+        "`cnn74`", "-1.00 pt", "26%", "0.80×",
     ]  # fmt: skip
     assert edge_report.render([]) == []
+
+
+def test_the_targets_benchmark_prints_each_target_beside_its_figure(tmp_path: Path) -> None:
+    measured = tmp_path / "cnn74.json"
+    measured.write_text(json.dumps(_measured_document()))
+    script = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "edge_targets.py"), str(measured)]
+    done = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    table = [re.split(r"\s{2,}", line.strip()) for line in done.stdout.splitlines()[2:]]
+    verdicts = {
+        (format_name, target): (value, verdict) for _, format_name, target, value, verdict in table
+    }
+    assert len(table) == len(verdicts) == 2 + 2 + 3 + 3  # two float formats, int8, latencies
+    assert verdicts["onnx", "top-1 agreement with Keras >= 99.9 %"] == ("99.90%", "met")
+    assert verdicts["onnx-int8", "|accuracy - float ONNX| <= 1 pt"] == ("1.00 pt", "met")
+    assert verdicts["litert", "|accuracy - Keras| <= 0.1 pt"] == ("0.20 pt", "MISSED")
+    assert verdicts["onnx-int8", "file / float ONNX <= 30 %"] == ("26.2%", "met")
+    assert verdicts["onnx-int8", "batch-1 latency / float ONNX (goal < 1)"] == ("0.80", "reported")
+    strict = subprocess.run([*script, "--strict"], capture_output=True, text=True, timeout=60)
+    assert strict.returncode == 1
 
 
 @pytest.mark.slow

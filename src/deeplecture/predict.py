@@ -10,15 +10,13 @@ import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:  # keras is only needed by the caller that already loaded a model
     import keras
-
-    from deeplecture.edge.runtime import EdgeModel
 
 # Pillow's modes for the channel counts a model can take.
 _MODES = {3: "RGB", 1: "L"}
@@ -177,7 +175,13 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(size) for size in shape), dtype
 
 
-def model_image_shape(model: keras.Model | EdgeModel) -> tuple[int, int, int]:
+class ImageModel(Protocol):
+    """What `model_image_shape` reads: a Keras model, or an exported one (edge/runtime.py)."""
+
+    input_shape: tuple
+
+
+def model_image_shape(model: keras.Model | ImageModel) -> tuple[int, int, int]:
     """The (H, W, C) one image must have for `model` (a Keras model or an exported one); a
     `ValueError` if it takes anything else."""
     shape = model.input_shape
