@@ -234,6 +234,19 @@ def test_a_batch_of_the_wrong_shape_names_both_shapes(
 
 
 @pytest.mark.parametrize("name", ["onnx", "litert"])
+def test_a_model_that_takes_no_image_batch_is_refused_by_its_shape(
+    name: str, exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = keras.Input((12,))
+    vectors = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
+    written = export.export_models(vectors, tmp_path / "vectors", cifar10.CLASS_NAMES, None)
+    status, _, err = run_main([written[name], exported["rgb"]], capsys)
+    assert_one_line_error(status, err)
+    assert f"{written[name]}: model input" in err and "12" in err
+    assert "is not one fixed-size image batch (N, H, W, C)" in err
+
+
+@pytest.mark.parametrize("name", ["onnx", "litert"])
 def test_a_file_that_is_not_an_image_is_named(
     name: str, exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,11 +1,11 @@
 """From a `.keras` model to the files an edge device runs, with Keras 3's own `Model.export`:
 `format="onnx"` (TensorFlow graph -> tf2onnx) and `format="litert"` (TensorFlow's TFLite
-converter). Each file is written atomically, so a failed export leaves no partial model.
+converter); int8 ONNX from the float one (quantize.py). Each file is written atomically, so a
+failed export leaves no partial model.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,30 +40,25 @@ def export_models(
     calibration: np.ndarray | None,
 ) -> dict[str, Path]:
     """Write every format of `files.FORMAT_FILES` into `folder` (int8 only with `calibration`,
-    raw training images), and the class names; return format -> file."""
+    raw training images), and the class names; return format -> file. Each file appears
+    complete, its class names inside, or not at all."""
     folder.mkdir(parents=True, exist_ok=True)
     forward = inference_model(model)
-    written = {
-        "onnx": _export(forward, folder / files.FORMAT_FILES["onnx"], "onnx"),
-        "litert": _export(forward, folder / files.FORMAT_FILES["litert"], "litert"),
-    }
-    carry_class_names(written["onnx"], class_names)
-    int8_path = folder / files.FORMAT_FILES["onnx-int8"]
+    paths = {name: folder / file_name for name, file_name in files.FORMAT_FILES.items()}
+    # The temporary names keep the suffix: the LiteRT exporter insists on ".tflite".
+    with atomic_path(paths["onnx"], suffix=".onnx") as tmp:
+        forward.export(str(tmp), format="onnx", verbose=False)
+        carry_class_names(tmp, class_names)
+    with atomic_path(paths["litert"], suffix=".tflite") as tmp:
+        forward.export(str(tmp), format="litert", verbose=False)
     if calibration is None:
-        int8_path.unlink(missing_ok=True)  # not asked for: no stale file from an earlier run
+        paths.pop("onnx-int8").unlink(missing_ok=True)  # not asked for: no stale earlier file
     else:
-        quantize.quantize_int8(written["onnx"], int8_path, calibration)
-        carry_class_names(int8_path, class_names)
-        written["onnx-int8"] = int8_path
+        with atomic_path(paths["onnx-int8"], suffix=".onnx") as tmp:
+            quantize.quantize_int8(paths["onnx"], tmp, calibration)
+            carry_class_names(tmp, class_names)
     files.write_class_names(folder, class_names)
-    return {name: written[name] for name in files.FORMAT_FILES if name in written}
-
-
-def _export(forward: keras.Model, path: Path, export_format: str) -> Path:
-    # The temporary name keeps the suffix: the LiteRT exporter insists on ".tflite".
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        forward.export(str(tmp), format=export_format, verbose=False)
-    return path
+    return paths
 
 
 def carry_class_names(path: Path, class_names: Sequence[str]) -> None:
@@ -75,9 +70,10 @@ def carry_class_names(path: Path, class_names: Sequence[str]) -> None:
     kept = [prop for prop in model.metadata_props if prop.key != files.ONNX_CLASS_NAMES_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    model.metadata_props.add(key=files.ONNX_CLASS_NAMES_KEY, value=json.dumps(list(class_names)))
-    with atomic_path(path, suffix=".onnx") as tmp:
-        onnx.save(model, str(tmp))
+    model.metadata_props.add(
+        key=files.ONNX_CLASS_NAMES_KEY, value=files.class_names_document(class_names)
+    )
+    onnx.save(model, str(path))
 
 
 def calibration_sample(images: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from deeplecture.atomic import write_json
+from deeplecture.atomic import write_text
 
 # Format -> file name, in the order the report lists them.
 FORMAT_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "litert": "model.tflite"}
@@ -25,8 +25,24 @@ ONNX_CLASS_NAMES_KEY = "deeplecture.class_names"
 SUFFIX_KINDS = {".onnx": "ONNX model", ".tflite": "LiteRT (.tflite) model"}
 
 
+def class_names_document(class_names: Sequence[str]) -> str:
+    """The class names as `class_names.json` and the ONNX metadata both hold them."""
+    return json.dumps({"class_names": list(class_names)}, indent=2)
+
+
+def parse_class_names(text: str, source: object) -> tuple[str, ...]:
+    """The names of a `class_names_document`; a `ValueError` naming `source` if it is not one."""
+    try:
+        names = json.loads(text).get("class_names")
+    except (ValueError, AttributeError):
+        names = None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise ValueError(f'{source}: expected class names as {{"class_names": [name, ...]}}')
+    return tuple(names)
+
+
 def write_class_names(folder: Path, class_names: Sequence[str]) -> None:
-    write_json(folder / CLASS_NAMES_FILE, {"class_names": list(class_names)})
+    write_text(folder / CLASS_NAMES_FILE, class_names_document(class_names) + "\n")
 
 
 def sidecar_class_names(model_path: Path) -> tuple[str, ...] | None:
@@ -34,10 +50,4 @@ def sidecar_class_names(model_path: Path) -> tuple[str, ...] | None:
     sidecar = Path(model_path).parent / CLASS_NAMES_FILE
     if not sidecar.is_file():
         return None
-    try:
-        names = json.loads(sidecar.read_text()).get("class_names")
-    except (ValueError, AttributeError) as error:
-        raise ValueError(f"{sidecar}: not a class-names file ({error})") from None
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise ValueError(f'{sidecar}: expected {{"class_names": [name, ...]}}')
-    return tuple(names)
+    return parse_class_names(sidecar.read_text(), sidecar)

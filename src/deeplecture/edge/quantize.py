@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -22,8 +23,6 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
-
-from deeplecture.atomic import atomic_path
 
 # Images per calibration call: bounds the memory of the collected activations per call.
 CALIBRATION_BATCH = 32
@@ -49,29 +48,26 @@ def _softmax_nodes(path: Path) -> list[str]:
 
 
 def quantize_int8(float_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
-    """Write the int8 version of the ONNX model at `float_path` to `int8_path`, atomically;
-    `calibration`: raw training images (N, H, W, C), never the test split."""
+    """Write the int8 version of the ONNX model at `float_path` to `int8_path`; `calibration`:
+    raw training images (N, H, W, C), never the test split."""
     if len(calibration) == 0:
         raise ValueError("int8 quantization needs at least one calibration image")
-    import onnxruntime as ort
-
-    input_name = ort.InferenceSession(str(float_path)).get_inputs()[0].name
+    input_name = onnxruntime.InferenceSession(str(float_path)).get_inputs()[0].name
     with tempfile.TemporaryDirectory(dir=int8_path.parent, prefix=".quantize.") as scratch:
         # Shape inference and graph clean-up first, as ONNX Runtime's docs advise: the
         # quantizer needs every tensor's shape to place the quantize/dequantize pairs.
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared))
-        with atomic_path(int8_path, suffix=".onnx") as tmp:
-            quantize_static(
-                str(prepared),
-                str(tmp),
-                _CalibrationBatches(input_name, np.ascontiguousarray(calibration, np.float32)),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                # The softmax stays float: its outputs are probabilities to print and compare,
-                # and 8 bits of them would no longer sum to 1.
-                nodes_to_exclude=_softmax_nodes(prepared),
-            )
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            _CalibrationBatches(input_name, np.ascontiguousarray(calibration, np.float32)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            # The softmax stays float: its outputs are probabilities to print and compare,
+            # and 8 bits of them would no longer sum to 1.
+            nodes_to_exclude=_softmax_nodes(prepared),
+        )

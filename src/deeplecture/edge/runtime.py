@@ -9,7 +9,6 @@ the exported graph), and give one probability row per image.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplecture.edge.files import ONNX_CLASS_NAMES_KEY, SUFFIX_KINDS, sidecar_class_names
+from deeplecture.edge.files import (
+    ONNX_CLASS_NAMES_KEY,
+    SUFFIX_KINDS,
+    parse_class_names,
+    sidecar_class_names,
+)
 
 # Images per runtime call when predicting a large batch: the batch size the throughput is
 # measured at, and a bounded amount of activation memory.
@@ -101,7 +105,9 @@ class OnnxModel(EdgeModel):
 
     def class_names(self) -> tuple[str, ...] | None:
         carried = self.session.get_modelmeta().custom_metadata_map.get(ONNX_CLASS_NAMES_KEY)
-        return tuple(json.loads(carried)) if carried else super().class_names()
+        if carried is None:
+            return super().class_names()
+        return parse_class_names(carried, f"{self.path} (its metadata {ONNX_CLASS_NAMES_KEY})")
 
 
 # What the LiteRT interpreter says of a file that is not a whole flatbuffer model.
@@ -178,7 +184,7 @@ def _import(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ValueError(f"{what} is not installed: pip install -e '.[edge]'") from None
+        raise ValueError(f"{what} is not installed: pip install '.[edge]'") from None
 
 
 def _one_line(error: Exception) -> str:
