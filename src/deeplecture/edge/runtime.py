@@ -84,12 +84,7 @@ class OnnxModel(EdgeModel):
                 str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # ORT's own exception types, one per failure kind
-            message = _one_line(error)
-            if any(sign in message for sign in _NOT_ONNX):
-                raise ValueError(
-                    f"{path} is not a complete ONNX model (truncated, or not ONNX at all)"
-                ) from None
-            raise ValueError(f"cannot load ONNX model {path}: {message}") from None
+            raise _load_error(path, "ONNX", error, _NOT_ONNX) from None
         self.path = path
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -122,12 +117,7 @@ class LiteRTModel(EdgeModel):
             with _native_stderr_silenced():
                 self.interpreter = interpreter_module.Interpreter(model_path=str(path))
         except (ValueError, RuntimeError) as error:
-            message = _one_line(error)
-            if any(sign in message for sign in _NOT_LITERT):
-                raise ValueError(
-                    f"{path} is not a complete LiteRT model (truncated, or not LiteRT at all)"
-                ) from None
-            raise ValueError(f"cannot load LiteRT model {path}: {message}") from None
+            raise _load_error(path, "LiteRT", error, _NOT_LITERT) from None
         self.path = path
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
@@ -168,6 +158,17 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def _load_error(path: Path, kind: str, error: Exception, incomplete_signs: tuple) -> ValueError:
+    """The one-line error for a file a runtime refused: incomplete (truncated, empty, another
+    kind of file), or the runtime's own reason."""
+    message = " ".join(str(error).split())
+    if any(sign in message for sign in incomplete_signs):
+        return ValueError(
+            f"{path} is not a complete {kind} model (truncated, or not {kind} at all)"
+        )
+    return ValueError(f"cannot load {kind} model {path}: {message}")
+
+
 def _image_batch_shape(path: Path, shape: list) -> tuple[None, int, int, int]:
     """(None, H, W, C) from a runtime's input shape, whose batch axis may be a name or -1."""
     fixed = shape[1:]
@@ -185,7 +186,3 @@ def _import(module: str, what: str):
         return importlib.import_module(module)
     except ImportError:
         raise ValueError(f"{what} is not installed: pip install '.[edge]'") from None
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
