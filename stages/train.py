@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from deeplecture.checkpoints import CheckpointBusy
     from deeplecture.data import processed
     from deeplecture.project import checkpoints_root
-    from deeplecture.runtime import TrainingInterrupted, sigterm_raises
+    from deeplecture.runtime import TrainingInterrupted, stop_signals_raise
     from deeplecture.tracking import TrackingUnavailable
     from deeplecture.training import TrainingDiverged, TrainingOutputs, train_variant
 
@@ -64,13 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         outputs = TrainingOutputs(
             args.model, args.record, args.history, args.checkpoints or checkpoints_root()
         )
-        with sigterm_raises():
+        with stop_signals_raise():
             record = train_variant(args.variant, params, data, outputs)
     except TrainingInterrupted as error:
         print(
             f"interrupted: {error}; rerun to resume from the last finished epoch", file=sys.stderr
         )
         return 143
+    except KeyboardInterrupt:
+        print("interrupted: Ctrl-C; rerun to resume from the last finished epoch", file=sys.stderr)
+        return 130
     except (TrackingUnavailable, CheckpointBusy, TrainingDiverged, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import platform
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,21 +29,72 @@ class TrainingInterrupted(BaseException):
     MlflowException), which would disguise a kill as a failing store."""
 
 
+# SIGINT is Ctrl-C: it raises KeyboardInterrupt, as Python's own handler does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Deferral:
+    """Process-wide, as signals are: how deep the main thread is in deferring blocks, and the
+    stop signal that arrived meanwhile."""
+
+    depth = 0
+    pending: int | None = None
+
+
+def _interruption(signum: int) -> BaseException:
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return TrainingInterrupted(f"received signal {signal.Signals(signum).name}")
+
+
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into `TrainingInterrupted`, so cleanup runs as for Ctrl-C.
+def stop_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM into `TrainingInterrupted` (and Ctrl-C into KeyboardInterrupt, as Python
+    does), so cleanup runs; inside `stop_signals_deferred`, only once that block is done.
 
     Without this, `kill` ends Python at once: the MLflow run would stay RUNNING forever.
     """
 
     def handler(signum: int, frame: object) -> None:
-        raise TrainingInterrupted(f"received signal {signal.Signals(signum).name}")
+        if _Deferral.depth:
+            _Deferral.pending = _Deferral.pending or signum  # already stopping: one is enough
+            return
+        raise _interruption(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    # A signal this process was started ignoring stays ignored: a shell script's background
+    # jobs ignore SIGINT so that Ctrl-C on the script does not stop them too.
+    previous = {
+        number: signal.signal(number, handler)
+        for number in STOP_SIGNALS
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold a stop signal that arrives inside the block until the block is done, then raise it.
+
+    For calls that must not be cut in half: an exception raised between two SQL statements of
+    MLflow's store leaves its session unusable or SQLite locked, so the call that would mark the
+    run KILLED fails and the run stays RUNNING. The wait is bounded by the store's own timeouts.
+    Signals reach only the main thread, so other threads defer nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        if not _Deferral.depth and _Deferral.pending is not None:
+            signum, _Deferral.pending = _Deferral.pending, None
+            raise _interruption(signum)  # also over the block's own error: a stop was asked
 
 
 def request_deterministic_kernels() -> None:

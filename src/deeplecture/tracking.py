@@ -32,7 +32,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 
 from deeplecture.project import git_commit, project_root
-from deeplecture.runtime import TrainingInterrupted
+from deeplecture.runtime import TrainingInterrupted, stop_signals_deferred
 
 STORE_FILE = "mlflow.db"
 PREFIX_VARIABLE = "DEEPLECTURE_EXPERIMENT_PREFIX"
@@ -119,10 +119,14 @@ def use_project_store() -> str:
 @contextlib.contextmanager
 def store_calls(doing: str) -> Iterator[None]:
     """Turn any failure of the store inside the block into one `TrackingUnavailable` that names
-    the store, what failed and what to do. `doing` says what the block was doing."""
+    the store, what failed and what to do. `doing` says what the block was doing.
+
+    A stop signal (SIGTERM, Ctrl-C) that arrives inside waits for the block to finish: cut in
+    half, the store could no longer mark the run KILLED."""
     try:
-        yield
-    except (TrainingInterrupted, TrackingUnavailable):
+        with stop_signals_deferred():
+            yield
+    except (TrainingInterrupted, KeyboardInterrupt, TrackingUnavailable):
         raise
     except Exception as error:  # requests, sqlalchemy, sqlite3 and mlflow each raise their own
         raise TrackingUnavailable(describe_store_failure(tracking_uri(), error, doing)) from error
@@ -298,7 +302,7 @@ def tracked_run(
 def _end_run(status: int) -> None:
     # Already failing: a store that is down must not replace the real error with its own.
     # mlflow.end_run forgets the active run before it calls the store, so nothing retries later.
-    with contextlib.suppress(Exception):
+    with stop_signals_deferred(), contextlib.suppress(Exception):
         mlflow.end_run(RunStatus.to_string(status))
 
 
