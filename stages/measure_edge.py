@@ -44,13 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         test = processed.load_split(args.data, "test")
+        formats = runners.all_formats(args.model, args.exports)
+        keras = next(formats)  # the reference: every exported format is compared with it
         figures = {}
-        reference = None
-        for runner in runners.all_formats(args.model, args.exports):
-            figures[runner.name], probabilities = measure.measure(
-                runner, test, reference, edge.latency_calls
-            )
-            reference = probabilities if reference is None else reference
+        figures[keras.name], reference = measure.measure(keras, test, None, edge.latency_calls)
+        for runner in formats:
+            figures[runner.name], _ = measure.measure(runner, test, reference, edge.latency_calls)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -319,9 +319,10 @@ def test_the_report_sets_each_format_beside_keras_and_int8_beside_float() -> Non
     lines = "\n".join(edge_report.render([edge_report.EdgeResult("cnn74", document)]))
     assert "## Edge: forward only, without Keras" in lines
     assert (
-        "Test CPU (2 cores), 10,000 test images; onnxruntime 1.32.0, ai-edge-litert 2.3.0" in lines
+        "Measured on Test CPU (2 cores), 10,000 test images, 500 timed calls at batch 1; "
+        "onnxruntime 1.32.0, ai-edge-litert 2.3.0." in lines
     )
-    onnx_row = next(line for line in lines.splitlines() if "ONNX Runtime (.onnx)" in line)
+    (onnx_row,) = [line for line in lines.splitlines() if "ONNX Runtime (.onnx)" in line]
     cells = [cell.strip() for cell in onnx_row.strip("|").split("|")]
     assert cells[2:] == [
         "75.00%", "+0.00 pt", "99.90%", "2e-06", "6.50 MB", "0.50 ms", "0.75 ms", "0.013×",
@@ -332,6 +333,23 @@ def test_the_report_sets_each_format_beside_keras_and_int8_beside_float() -> Non
         "`cnn74`", "-1.00 pt", "26%", "0.80×",
     ]  # fmt: skip
     assert edge_report.render([]) == []
+
+
+def test_variants_measured_on_different_machines_each_name_theirs() -> None:
+    here, there = _measured_document(), _measured_document()
+    there["machine"] = {**there["machine"], "cpu": "Other CPU", "cores": 16}
+    results = [
+        edge_report.EdgeResult("cnn74", here),
+        edge_report.EdgeResult("cnn79", there),
+        edge_report.EdgeResult("cnn84", here),
+    ]
+    lines = edge_report.render(results)
+    assert [line for line in lines if "measured on" in line.lower()] == [
+        "- `cnn74`, `cnn84`: measured on Test CPU (2 cores), 10,000 test images, 500 timed calls "
+        "at batch 1; onnxruntime 1.32.0, ai-edge-litert 2.3.0.",
+        "- `cnn79`: measured on Other CPU (16 cores), 10,000 test images, 500 timed calls at "
+        "batch 1; onnxruntime 1.32.0, ai-edge-litert 2.3.0.",
+    ]
 
 
 def test_the_targets_benchmark_prints_each_target_beside_its_figure(tmp_path: Path) -> None:

@@ -61,8 +61,6 @@ def render(results: list[EdgeResult]) -> list[str]:
     if not results:
         return []
     first = results[0].measured
-    machine = first["machine"]
-    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
     lines = [
         "## Edge: forward only, without Keras",
         "",
@@ -70,13 +68,11 @@ def render(results: list[EdgeResult]) -> list[str]:
         "(stage `export`) and run by a small runtime alone, beside Keras' own `predict` in the "
         "same process (stage `measure_edge`). Agreement: the share of test images whose top "
         "class equals the Keras model's; largest Δp: the largest difference of any class "
-        "probability. Latency: one image per call "
-        f"({first['latency_calls']} timed calls, after warm-up); throughput: the whole test "
-        f"split in batches of {first['throughput_batch']}. The `.keras` file also holds the "
+        "probability. Latency: one image per call, timed after warm-up; throughput: the whole "
+        f"test split in batches of {first['throughput_batch']}. The `.keras` file also holds the "
         "optimizer's state, which no exported file needs.",
         "",
-        f"Measured on {machine['cpu']} ({machine['cores']} cores), {first['test_images']:,} test "
-        f"images; {versions}.",
+        *_measured_on(results),
         "",
         markdown_table(pd.DataFrame([row for r in results for row in _rows(r)]), COLUMNS),
         "",
@@ -90,6 +86,26 @@ def render(results: list[EdgeResult]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _measured_on(results: list[EdgeResult]) -> list[str]:
+    """Where and how the figures were measured: one line, or one per setting with the variants
+    it holds when they differ (a variant re-measured on another machine, a smoke run's)."""
+    settings: dict[str, list[str]] = {}
+    for result in results:
+        measured = result.measured
+        machine = measured["machine"]
+        versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
+        setting = (
+            f"{machine['cpu']} ({machine['cores']} cores), {measured['test_images']:,} test "
+            f"images, {measured['latency_calls']} timed calls at batch 1; {versions}."
+        )
+        settings.setdefault(setting, []).append(f"`{result.variant}`")
+    if len(settings) == 1:
+        return [f"Measured on {setting}" for setting in settings]
+    return [
+        f"- {', '.join(variants)}: measured on {setting}" for setting, variants in settings.items()
+    ]
 
 
 def _rows(result: EdgeResult) -> list[dict[str, str]]:
