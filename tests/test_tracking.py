@@ -85,6 +85,27 @@ def test_a_stop_signal_inside_a_store_call_waits_until_the_call_is_done(
 
 
 @pytest.mark.usefixtures("stop_signals_heard")
+def test_a_stop_signal_while_the_run_opens_ends_it_killed(
+    mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_run = mlflow.start_run
+
+    def start_run_and_be_stopped(**arguments: object) -> mlflow.ActiveRun:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return start_run(**arguments)
+
+    monkeypatch.setattr(mlflow, "start_run", start_run_and_be_stopped)
+    with (
+        stop_signals_raise(),
+        pytest.raises(TrainingInterrupted),
+        tracking.tracked_run("cifar10", "t", {}),
+    ):
+        pass  # never reached: the signal is raised as the run has opened
+    (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
+    assert run.info.status == "KILLED"
+
+
+@pytest.mark.usefixtures("stop_signals_heard")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_runs_stopped_at_any_moment_of_their_logging_end_killed(
     mlflow_store: str, stop: signal.Signals

@@ -280,14 +280,16 @@ def tracked_run(
     caller keeps the run id, so a rerun resumes it or closes it.
     """
     use_project_store()
-    with store_calls("starting the run"):
-        experiment_id = ensure_experiment(experiment_name(experiment))
-        run = _reopen(resume_run_id) if resume_run_id else None
-        if run is None:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
-        else:
-            mlflow.set_tags(tags)
     try:
+        # Inside the `try`: a stop signal held while the run opens is raised as this block ends,
+        # and the run it opened must be closed as KILLED too.
+        with store_calls("starting the run"):
+            experiment_id = ensure_experiment(experiment_name(experiment))
+            run = _reopen(resume_run_id) if resume_run_id else None
+            if run is None:
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+            else:
+                mlflow.set_tags(tags)
         yield run
     except (TrainingInterrupted, KeyboardInterrupt):
         _end_run(RunStatus.KILLED)
