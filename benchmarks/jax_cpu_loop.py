@@ -43,7 +43,7 @@ def main() -> None:
     count = args.steps * args.batch_size
     images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
     onehot = np.eye(10, dtype="float32")[rng.integers(0, 10, count)]
-    model = get_variant(args.variant).build(Scaling.divide255(3), False)
+    model = get_variant(args.variant).build(Scaling.divide255(3), "none")
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     runner = make_runner(model, images, onehot, args.batch_size, args.steps)
     indices = np.arange(count).reshape(args.steps, args.batch_size)

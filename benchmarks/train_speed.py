@@ -161,7 +161,7 @@ def run_arm(args: argparse.Namespace) -> dict:
 
     if args.arm == "plain":
         identity = Scaling(scale=(1.0,) * 3, offset=(0.0,) * 3)  # the script scales on the host
-        model = compile_model(variant.build(identity, train_params.augment), train_params)
+        model = compile_model(variant.build(identity, train_params.augmentation), train_params)
         x = np.concatenate([fit_set.images, validation_set.images]).astype("float32") / 255
         y = np.concatenate([fit_set.onehot, validation_set.onehot])
         if train_params.steps_per_epoch is None:

@@ -1,7 +1,7 @@
 """Stage `report`: reports/results.md and reports/figures/ from the metrics files only.
 
 python stages/report.py --metrics metrics --plots plots --foundations reports/foundations.json \
-    --sweeps reports/sweeps --edge reports/edge --out reports
+    --sweeps reports/sweeps --edge reports/edge --platforms reports/platforms --out reports
 
 Every variant params.yaml lists gets a row: its results where its metrics file exists (the
 Fashion-MNIST row once `dvc repro fashion_mnist/dvc.yaml` has run), "not yet run" otherwise.
@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--edge", type=Path, help="the exported models' figures (reports/edge/<dataset>/*.json)"
     )
+    parser.add_argument(
+        "--platforms",
+        type=Path,
+        help="measured platforms (reports/platforms/<name>/metrics, plots), a row per variant each",
+    )
     parser.add_argument("--out", type=Path, required=True, help="reports/ folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         planned_variants(params),
         args.sweeps,
         args.edge,
+        args.platforms,
     )
     print(f"{args.out / 'results.md'}: {len(made)} figures")
     return 0

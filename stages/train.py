@@ -3,8 +3,10 @@
     python stages/train.py cnn74 --data data/processed/cifar10 --model models/cifar10/cnn74.keras \
         --record models/cifar10/cnn74.train.json --history plots/history/cifar10/cnn74.csv
 
-Exit status: 0 trained; 1 bad params or data, the loss diverged (no model written), or the
-MLflow store failed (finished epochs kept: rerun to resume); 143 stopped by SIGTERM (run marked
+Exit status: 0 trained; 1 bad params or data (a batch larger than the images it trains on
+included), an output that cannot be written (both found before the first epoch), the loss
+diverged (no model written), or the MLflow store failed (finished epochs kept: rerun to
+resume); 143 stopped by SIGTERM (run marked
 KILLED, checkpoint kept: rerun to resume). Checkpoints live in checkpoints/ at the repository
 root, also for `dvc exp run --temp` and queued experiments.
 """
@@ -55,16 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     from deeplecture.checkpoints import CheckpointBusy
     from deeplecture.data import processed
     from deeplecture.project import checkpoints_root
-    from deeplecture.runtime import TrainingInterrupted, stop_signals_raise
+    from deeplecture.runtime import TrainingInterrupted, stop_requests_heard
     from deeplecture.tracking import TrackingUnavailable
     from deeplecture.training import TrainingDiverged, TrainingOutputs, train_variant
 
     try:
-        data = processed.load(args.data)
-        outputs = TrainingOutputs(
-            args.model, args.record, args.history, args.checkpoints or checkpoints_root()
-        )
-        with stop_signals_raise():
+        with stop_requests_heard():  # a stop from here on ends the stage at a safe point
+            data = processed.load(args.data)
+            outputs = TrainingOutputs(
+                args.model, args.record, args.history, args.checkpoints or checkpoints_root()
+            )
             record = train_variant(args.variant, params, data, outputs)
     except TrainingInterrupted as error:
         print(

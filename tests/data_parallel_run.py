@@ -64,7 +64,7 @@ def main() -> None:
     )  # fmt: skip
     train = TrainParams(
         lecture_accuracy=0.74, epochs=EPOCHS, batch_size=BATCH_SIZE, learning_rate=1e-3,
-        lr_schedule="constant", validation="split", augment=False,
+        lr_schedule="constant", validation="split", augmentation="none",
         # steps_per_epoch makes fit draw the fast loop's batches (loops/batches.py)
         steps_per_epoch=FIT_IMAGES // BATCH_SIZE, seed=SEED, keep_best=False,
     )  # fmt: skip

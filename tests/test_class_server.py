@@ -25,6 +25,7 @@ import pytest
 
 from class_server import ADMIN, ClassServer, class_server, server_command
 from conftest import PROJECT_ROOT, write_params
+from deeplecture import registry, tracking
 from deeplecture.data.cifar10 import CLASS_NAMES
 from deeplecture.foundations.tracking import DEMOS
 from deeplecture.team import secrets
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.slow
 DATABASE_PASSWORD = "pg-class-password-7d1e"
 STUDENTS = ("alice", "bob")
 REFERENCE = ("cifar10", "fashion_mnist", "foundations")
+REFERENCE_MODELS = ("cifar10-cnn74", "cifar10-cnn79", "cifar10-cnn84", "cifar10-cnn88",
+                    "fashion_mnist-fashion")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +108,20 @@ def _accounts(server: ClassServer, secrets_file: Path, students: Path, out: Path
 
 
 def _request(
-    server: ClassServer, path: str, user: tuple[str, str] | None, body: dict | None = None
+    server: ClassServer,
+    path: str,
+    user: tuple[str, str] | None,
+    body: dict | None = None,
+    api: str = "api/2.0",
+    method: str | None = None,
 ) -> tuple[int, dict]:
-    """One REST call as `user` (name, password), or anonymously: (HTTP status, JSON body)."""
+    """One REST call as `user` (name, password), or anonymously: (HTTP status, JSON body, also
+    of an error). `api`: also `ajax-api/2.0` (the UI's paths) or `api/3.0`."""
     request = urllib.request.Request(
-        f"{server.url}/api/2.0/mlflow/{path}",
+        f"{server.url}/{api}/mlflow/{path}",
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json"},
+        method=method,
     )
     if user:
         token = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
@@ -120,7 +130,10 @@ def _request(
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
-        return error.code, {}
+        try:
+            return error.code, json.loads(error.read() or b"{}")
+        except ValueError:
+            return error.code, {}
 
 
 def _experiment_id(server: ClassServer, name: str, user: tuple[str, str]) -> str:
@@ -147,7 +160,9 @@ def test_the_server_runs_mlflow_with_auth_on_postgres_and_no_secret_in_any_comma
 ) -> None:
     processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
     command_lines = [" ".join(process.cmdline()) for process in processes]
-    assert "mlflow server" in command_lines[0] and "--app-name basic-auth" in command_lines[0]
+    assert (
+        "mlflow server" in command_lines[0] and "--app-name deeplecture-class" in command_lines[0]
+    )
     assert database.uri("mlflow") in command_lines[0]
     for secret in (DATABASE_PASSWORD, _admin_password(secrets_file)):
         assert not any(secret in line for line in command_lines)
@@ -229,6 +244,145 @@ def test_students_read_everything_and_write_only_their_own_experiments(
     assert create_run(alice, "alice-cifar10") == 200
     assert _request(server, "experiments/get-by-name?experiment_name=bob-cifar10", alice)[0] == 200
     assert create_run(alice, "bob-cifar10") == 403
+
+
+# --- names: nobody takes another's experiment or registered model ------------------------
+
+
+def test_students_create_experiments_and_models_only_under_their_own_prefix(
+    server: ClassServer, credentials: dict[str, str], secrets_file: Path
+) -> None:
+    alice = ("alice", credentials["alice"])
+    teacher = (ADMIN, _admin_password(secrets_file))
+    # The teacher's reference models are the teacher's before any student logs in.
+    for name in REFERENCE_MODELS:
+        assert _request(server, f"registered-models/get?name={name}", alice)[0] == 200, name
+    for api in ("api/2.0", "ajax-api/2.0"):  # the clients' paths and the UI's
+        for name in ("cifar10-cnn88", "bob-cifar10-cnn79", "carol-cifar10-cnn74", "alice"):
+            status, body = _request(server, "registered-models/create", alice, {"name": name}, api)
+            assert status == 403, (api, name)
+            assert "only under names that start with 'alice-'" in body["message"]
+        for name in ("cifar10-squat", "bob-cifar10-squat", "carol-cifar10"):
+            assert _request(server, "experiments/create", alice, {"name": name}, api)[0] == 403
+    # Her own names are hers; a rename out of them is a create by another name.
+    status, _ = _request(server, "registered-models/create", alice, {"name": "alice-scratch"})
+    assert status == 200
+    rename = {"name": "alice-scratch", "new_name": "cifar10-cnn88"}
+    assert _request(server, "registered-models/rename", alice, rename)[0] == 403
+    status, made = _request(server, "experiments/create", alice, {"name": "alice-scratch"})
+    assert status == 200
+    rename = {"experiment_id": made["experiment_id"], "new_name": "bob-scratch"}
+    assert _request(server, "experiments/update", alice, rename)[0] == 403
+    # The model-version and alias calls of the squat: refused on a name that is not hers.
+    version = {"name": "cifar10-cnn88", "source": "models:/m-0"}
+    assert _request(server, "model-versions/create", alice, version)[0] == 403
+    # The teacher is not limited.
+    assert _request(server, "experiments/create", teacher, {"name": "teacher-demo"})[0] == 200
+    for name in ("alice-scratch", "teacher-demo"):
+        _delete_model(server, teacher, name)
+    for name in ("alice-scratch", "teacher-demo"):
+        experiment_id = (
+            _request(server, f"experiments/get-by-name?experiment_name={name}", teacher)[1]
+            .get("experiment", {})
+            .get("experiment_id")
+        )
+        if experiment_id:
+            _request(server, "experiments/delete", teacher, {"experiment_id": experiment_id})
+
+
+def _delete_model(server: ClassServer, teacher, name: str) -> None:
+    # Deleting a registered model also drops every grant on its name (MLflow's basic-auth).
+    _request(server, "registered-models/delete", teacher, {"name": name}, method="DELETE")
+
+
+def _grant(server: ClassServer, teacher, user: str, kind: str, resource: str, how: str) -> None:
+    body = {"username": user, "resource_type": kind, "resource_id": resource, "permission": how}
+    assert _request(server, "users/permissions/grant", teacher, body, "api/3.0")[0] == 200
+
+
+def _revoke(server: ClassServer, teacher, user: str, kind: str, resource: str) -> None:
+    body = {"username": user, "resource_type": kind, "resource_id": resource}
+    assert _request(server, "users/permissions/revoke", teacher, body, "api/3.0")[0] == 200
+
+
+def _register_as(user: tuple[str, str], url: str, variant: str, capsys) -> str:
+    """evaluate's registration of a `variant` model as `user` (prefix: theirs, or none for the
+    teacher): its stderr."""
+    record = {"model_id": "m-0", "variant": variant, "profile": "full", "data_digest": "0" * 64}
+    payload = {"test_accuracy": 0.8, "lecture_accuracy": 0.79}
+    env = _student_env(url, *user)
+    env[tracking.PREFIX_VARIABLE] = "" if user[0] == ADMIN else user[0]
+    capsys.readouterr()
+    with _environ(env):
+        assert registry.register(record, "cifar10", payload) is None
+    return capsys.readouterr().err
+
+
+def test_names_taken_before_the_rule_stop_the_accounts_tool_and_evaluate_in_one_line(
+    folder: Path,
+    server: ClassServer,
+    credentials: dict[str, str],
+    secrets_file: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A late joiner's experiment and the teacher's model, made by students on a server without
+    the names rule (here by the teacher's hand, as the rule now refuses students)."""
+    bob = ("bob", credentials["bob"])
+    teacher = (ADMIN, _admin_password(secrets_file))
+    assert _request(server, "experiments/create", bob, {"name": "carol-fashion_mnist"})[0] == 403
+    _, made = _request(server, "experiments/create", teacher, {"name": "carol-fashion_mnist"})
+    squatted = made["experiment_id"]
+    _grant(server, teacher, "bob", "experiment", squatted, "MANAGE")
+    _grant(server, teacher, "alice", "registered_model", "cifar10-cnn79", "MANAGE")
+    assert (
+        _request(server, "registered-models/create", teacher, {"name": "bob-cifar10-cnn79"})[0]
+        == 200
+    )
+    _grant(server, teacher, "alice", "registered_model", "bob-cifar10-cnn79", "MANAGE")
+    late = folder / "late.csv"
+    late.write_text("username\nalice\nbob\ncarol\n")
+    out = folder / "late-credentials.csv"
+    try:
+        done = _accounts(server, secrets_file, late, out, check=False)
+        assert done.returncode == 1, done.stdout + done.stderr
+        (line,) = done.stderr.splitlines() or [done.stderr]
+        assert line.startswith("error: names taken by another account: "), done.stderr
+        assert "experiment carol-fashion_mnist (held by bob (MANAGE))" in line
+        assert "registered model cifar10-cnn79 (held by alice (MANAGE))" in line
+        assert "registered model bob-cifar10-cnn79 (held by alice (MANAGE))" in line
+        assert not out.exists()  # nothing made: no carol, no password
+        assert _request(server, "users/get?username=carol", teacher)[0] == 404
+
+        (line,) = _register_as(teacher, server.url, "cnn79", capsys).splitlines()
+        assert line.startswith("warning: model not registered: ")
+        assert "cifar10-cnn79 is also held by alice (MANAGE)" in line
+        (line,) = _register_as(bob, server.url, "cnn79", capsys).splitlines()
+        assert "bob-cifar10-cnn79 exists and another account holds it" in line
+    finally:
+        _revoke(server, teacher, "bob", "experiment", squatted)
+        _revoke(server, teacher, "alice", "registered_model", "cifar10-cnn79")
+        _delete_model(server, teacher, "bob-cifar10-cnn79")
+
+    # Taken back by the teacher: carol joins and owns her names; bob cannot touch them.
+    done = _accounts(server, secrets_file, late, out)
+    assert "carol: created; owns carol-cifar10, carol-fashion_mnist" in done.stdout
+    carol = ("carol", dict(line.split(",") for line in out.read_text().splitlines()[1:])["carol"])
+    for experiment in ("carol-cifar10", "carol-fashion_mnist"):
+        experiment_id = _experiment_id(server, experiment, teacher)
+        assert _request(server, "runs/create", carol, {"experiment_id": experiment_id})[0] == 200
+        assert _request(server, "runs/create", bob, {"experiment_id": experiment_id})[0] == 403
+        assert (
+            _request(server, "experiments/delete", bob, {"experiment_id": experiment_id})[0] == 403
+        )
+    status, _ = _request(server, "registered-models/create", carol, {"name": "carol-cifar10-cnn74"})
+    assert status == 200
+    version = {"name": "carol-cifar10-cnn74", "source": "models:/m-0"}
+    assert _request(server, "model-versions/create", bob, version)[0] == 403
+    # Nobody else holds them now: evaluate registers into them.
+    for user, name in ((carol, "carol-cifar10-cnn74"), (teacher, "cifar10-cnn79")):
+        with _environ(_student_env(server.url, *user)):
+            assert registry.held_elsewhere(name) is None, (user[0], name)
+    _delete_model(server, teacher, "carol-cifar10-cnn74")
 
 
 def test_a_wrong_password_fails_the_train_stage_in_seconds_with_nothing_written(

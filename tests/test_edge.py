@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import PROJECT_ROOT
 from deeplecture import model_file
+from deeplecture.cli import evaluate as evaluate_cli
 from deeplecture.cli import predict as predict_cli
 from deeplecture.data import cifar10, fashion_mnist
 from deeplecture.data.splits import ImageSplit
@@ -34,7 +35,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     28x28x1 model exported to both float formats, and test images."""
     folder = tmp_path_factory.mktemp("edge")
     keras.utils.set_random_seed(0)
-    model = get_variant("cnn88").build(Scaling.divide255(3), True)
+    model = get_variant("cnn88").build(Scaling.divide255(3), "lecture")
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     images = _images(np.random.default_rng(0), 96)
     # A few steps, so that batch normalization's statistics and the outputs are not uniform.
@@ -403,3 +404,86 @@ def test_the_edge_extra_alone_runs_predict_on_both_formats(
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert [entry["top"][0]["class"] for entry in json.loads(done.stdout)] == expected
+
+
+# --- deeplecture-evaluate on exported files, forward only -----------------------------------
+
+
+def _evaluate_json(model: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    status = evaluate_cli.main([str(model), "--data", str(data), "--json", "--batch-size", "16"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return json.loads(captured.out)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_evaluate_scores_an_exported_file_as_keras_scores_its_model(
+    exported: dict[str, Path], tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same document for every format; the exported loss is the crossentropy alone, as an
+    exported graph has no weight penalty (cnn88's convolutions carry L2 in Keras)."""
+    keras_document = _evaluate_json(exported["keras"], tiny_data, capsys)
+    model = keras.saving.load_model(exported["keras"])
+    penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
+    assert penalty > 0
+    assert keras_document["format"] == "keras"
+    assert keras_document["param_count"] == model.count_params()
+    for name, runtime_format in [("onnx", "onnx"), ("litert", "litert")]:
+        document = _evaluate_json(exported[name], tiny_data, capsys)
+        assert set(document) == set(keras_document)
+        assert document["format"] == runtime_format and document["param_count"] is None
+        assert document["images"] == keras_document["images"] == 60
+        assert document["accuracy"] == pytest.approx(keras_document["accuracy"], abs=1e-6)
+        assert document["loss"] == pytest.approx(keras_document["loss"] - penalty, rel=1e-4)
+    int8 = _evaluate_json(exported["onnx-int8"], tiny_data, capsys)
+    assert int8["format"] == "onnx" and 0 <= int8["accuracy"] <= 1 and int8["loss"] > 0
+
+
+@pytest.mark.parametrize("name", ["onnx", "litert"])
+def test_evaluate_on_an_exported_file_imports_neither_keras_nor_tensorflow(
+    name: str, exported: dict[str, Path], tiny_data: Path
+) -> None:
+    """In a fresh interpreter, as the `edge` install runs it: the lecture's printout."""
+    code = (
+        "import json, sys\n"
+        "from deeplecture.cli import evaluate\n"
+        f"status = evaluate.main([{str(exported[name])!r}, '--data', {str(tiny_data)!r}])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', "
+        "'torch', 'tf_keras'})\n"
+        "print(json.dumps({'status': status, 'heavy': heavy}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report == {"status": 0, "heavy": []}, done.stderr[-2000:]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
+        "Test loss",
+        "Test accuracy",
+    ]
+
+
+@pytest.mark.parametrize("name", ["gray-onnx", "gray-litert"])
+def test_evaluate_refuses_an_exported_model_of_other_images_in_one_line(
+    name: str, exported: dict[str, Path], tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = evaluate_cli.main([str(exported[name]), "--data", str(tiny_data)])
+    err = capsys.readouterr().err
+    assert_one_line_error(status, err)
+    assert "(28, 28, 1)" in err and "(32, 32, 3)" in err
+
+
+@pytest.mark.parametrize("where", ["sidecar", "onnx metadata"])
+def test_exported_class_names_must_be_one_distinct_name_per_output(
+    where: str, exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    model = folder / ("model.tflite" if where == "sidecar" else "model.onnx")
+    shutil.copy(exported["litert" if where == "sidecar" else "onnx"], model)
+    three = ["cat", "dog", "ship"]  # the model has 10 outputs
+    if where == "sidecar":
+        (folder / files.CLASS_NAMES_FILE).write_text(json.dumps({"class_names": three}))
+    else:
+        export.carry_class_names(model, three)
+    status, _, err = run_main([model, exported["rgb"]], capsys)
+    assert_one_line_error(status, err)
+    assert str(model.parent) in err and "3 class names for a model of 10 outputs" in err

@@ -50,7 +50,7 @@ def checksum_override(checksums: dict[str, str]) -> str:
 def test_the_network_is_the_tutorials_layer_for_layer() -> None:
     variant = get_variant("fashion")
     assert (variant.dataset, variant.lecture_param_count) == ("fashion_mnist", 412_778)
-    model = variant.build(Scaling.divide255(1), False)
+    model = variant.build(Scaling.divide255(1), "none")
     assert model.count_params() == 412_778 and not model.non_trainable_weights
     layout = []
     for layer in model.layers[1:]:  # after the input
@@ -83,7 +83,7 @@ def test_the_network_is_the_tutorials_layer_for_layer() -> None:
     scaled = model.get_layer("scaling")(np.full((1, 28, 28, 1), 255.0, dtype="float32"))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scaled), 1.0, rtol=1e-6)  # raw pixels in
     with pytest.raises(ValueError, match="no augmentation"):
-        variant.build(Scaling.divide255(1), True)
+        variant.build(Scaling.divide255(1), "lecture")
     assert "fashion" in VARIANTS
 
 

@@ -372,8 +372,8 @@ PARAMS_FAULTS = {
     "yes-for-bool": (
         {},
         "",
-        {"train.cnn88.augment": "yes"},  # YAML 1.1 would say True; DVC and the loader say "yes"
-        "train.cnn88.augment: Input should be a valid boolean (got 'yes')",
+        {"train.cnn74.keep_best": "yes"},  # YAML 1.1 would say True; DVC and the loader say "yes"
+        "train.cnn74.keep_best: Input should be a valid boolean (got 'yes')",
     ),
 }
 

@@ -80,6 +80,7 @@ def test_the_gpu_script_runs_the_progression_and_packs_its_results(tmp_path: Pat
         [
             "bash", "scripts/gpu/run.sh", "--profile", "smoke", "--variants", "cnn74,cnn88",
             "--archive", "data/sample/cifar10-sample.tar.gz", "--out", str(out), "--seeds", "2",
+            "--set", "train.cnn88.augmentation=keras_layers",
         ],
         cwd=root, env={**env, "PYTHON": sys.executable, "KERAS_BACKEND": "tensorflow"},
         capture_output=True, text=True, timeout=900,
@@ -112,6 +113,7 @@ def test_the_gpu_script_runs_the_progression_and_packs_its_results(tmp_path: Pat
     assert (root / "params.yaml").read_text() == shipped_params_text()
     as_run = (root / "gpu-results" / "params.yaml").read_text()
     assert "profile: smoke" in as_run and "cifar10-sample.tar.gz" in as_run
+    assert "augmentation: keras_layers" in as_run  # cnn88 with the other augmentation
 
 
 @pytest.mark.slow

@@ -52,13 +52,21 @@ def test_full_batch_calls_share_one_shape_and_short_batches_keep_theirs() -> Non
     assert pad_rows(short, batch_size=4, steps_per_call=5).shape == (1, 3)
 
 
+# One Adam step moves a weight by lr · m/(√v + ε): for a gradient near ε (1e-7), a rounding-level
+# change of the gradient moves that weight anywhere within ±lr, so after one step at lr 1e-3 a
+# few weights may differ by up to 2e-3 while the rest agree to rounding (cnn88, TensorFlow,
+# measured: 6 of 300,214 weights past 1e-5, the largest 7e-4).
+ONE_STEP_SWING = 2e-3
+FEW = 1e-4  # of the weights: "a few" (30 of cnn88's 300,214)
+
+
 @pytest.mark.parametrize(
     ("variant", "steps_per_epoch", "epochs", "tolerance"),
     [
         # no batch normalization: bit for bit, across passes, calls and a schedule change
         ("cnn74", 15, 2, 0.0),
         # augmentation, batch normalization, L2: one step, before rounding is amplified
-        ("cnn88", 1, 1, 1e-4),
+        ("cnn88", 1, 1, ONE_STEP_SWING),
     ],
 )
 def test_the_fast_path_trains_what_fit_trains_on_tensorflow(
@@ -67,6 +75,8 @@ def test_the_fast_path_trains_what_fit_trains_on_tensorflow(
     result = train_both_ways(variant, steps_per_epoch, epochs)
 
     assert result["max_weight_difference"] <= tolerance
+    # the same batches, augmentations and masks: all but a few weights agree to rounding
+    assert result["weights_differing"] <= FEW * result["weight_count"]
     last_rate = 5e-4 if epochs > 1 else 1e-3  # the schedule halves it from the second epoch
     assert result["fast_learning_rate"] == result["fit_learning_rate"] == pytest.approx(last_rate)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -100,7 +110,8 @@ def test_the_fast_path_trains_what_fit_trains_on_jax(device_loop: bool, tmp_path
     assert few_steps["backend"] == "jax"
     assert few_steps["max_weight_difference"] <= (2e-3 if device_loop else 0.0)
     assert few_steps["fast_val_loss"] == pytest.approx(few_steps["fit_val_loss"], abs=1e-4)
-    assert one_step["max_weight_difference"] <= 1e-3
+    assert one_step["max_weight_difference"] <= ONE_STEP_SWING
+    assert one_step["weights_differing"] <= FEW * one_step["weight_count"]
     # the model file is backend-neutral: trained with JAX, it predicts the same here (TensorFlow)
     images, _ = learnable_images(200, seed=1)
     probabilities = keras.saving.load_model(saved).predict(images[180:], verbose=0)

@@ -25,15 +25,15 @@ def _non_trainable(model: keras.Model) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(LECTURE_COUNTS))
-@pytest.mark.parametrize("augment", [False, True])
-def test_parameter_counts_are_the_lectures(name: str, augment: bool) -> None:
-    model = get_variant(name).build(Scaling.divide255(3), augment)
+@pytest.mark.parametrize("augmentation", ["none", "lecture", "keras_layers"])
+def test_parameter_counts_are_the_lectures(name: str, augmentation: str) -> None:
+    model = get_variant(name).build(Scaling.divide255(3), augmentation)
     assert (model.count_params(), _non_trainable(model)) == LECTURE_COUNTS[name]
     assert VARIANTS[name].lecture_param_count == LECTURE_COUNTS[name][0]
 
 
 def test_cnn74_layers_follow_the_lecture_summary() -> None:
-    model = get_variant("cnn74").build(Scaling.divide255(3), False)
+    model = get_variant("cnn74").build(Scaling.divide255(3), "none")
     shapes = {layer.name: layer.output.shape[1:] for layer in model.layers}
     assert shapes["conv1"] == (30, 30, 32)
     assert shapes["conv2"] == (30, 30, 32)
@@ -45,7 +45,7 @@ def test_cnn74_layers_follow_the_lecture_summary() -> None:
 
 
 def test_cnn84_convolutions_carry_l2_and_the_model_takes_raw_pixels() -> None:
-    model = get_variant("cnn84").build(Scaling.divide255(3), False)
+    model = get_variant("cnn84").build(Scaling.divide255(3), "none")
     convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [conv.filters for conv in convolutions] == [32, 32, 64, 64, 128, 128]
     assert all(conv.kernel_regularizer is not None for conv in convolutions)
@@ -54,7 +54,7 @@ def test_cnn84_convolutions_carry_l2_and_the_model_takes_raw_pixels() -> None:
 
 
 def test_augmentation_changes_training_batches_but_never_inference() -> None:
-    model = get_variant("cnn88").build(Scaling.divide255(3), True)
+    model = get_variant("cnn88").build(Scaling.divide255(3), "lecture")
     images = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3)).astype("float32")
     augmented = model.get_layer("augmentation")
     np.testing.assert_array_equal(
@@ -68,7 +68,7 @@ def test_augmentation_changes_training_batches_but_never_inference() -> None:
 
 def test_a_saved_model_reloads_with_its_scaling(tmp_path: Path) -> None:
     scaling = Scaling.standardize(np.array([120.0, 110.0, 100.0]), np.array([60.0, 55.0, 50.0]))
-    model = get_variant("cnn79").build(scaling, False)
+    model = get_variant("cnn79").build(scaling, "none")
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     images = np.random.default_rng(1).integers(0, 255, (4, 32, 32, 3)).astype("float32")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import resource
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import shipped_params_text, write_params
-from deeplecture.params import ParamsError, load_params
+from deeplecture.params import MAX_SEED, ParamsError, load_params
 
 
 def test_shipped_params_are_the_lecture_settings(tmp_path: Path) -> None:
@@ -26,7 +29,11 @@ def test_shipped_params_are_the_lecture_settings(tmp_path: Path) -> None:
         assert params.train[variant].validation == "split"
     cnn88 = params.train["cnn88"]
     assert (cnn88.epochs, cnn88.steps_per_epoch, cnn88.batch_size) == (125, 2000, 32)
-    assert (cnn88.augment, cnn88.validation, cnn88.lr_schedule) == (True, "test", "lecture88")
+    assert (cnn88.augmentation, cnn88.validation, cnn88.lr_schedule) == (
+        "lecture",
+        "test",
+        "lecture88",
+    )
     assert params.preprocess.cifar10.validation_fraction == 0.1
 
 
@@ -142,3 +149,136 @@ def test_values_are_read_as_dvc_reads_them(tmp_path: Path) -> None:
     assert shown["train"]["cnn74"]["learning_rate"] == loaded.train["cnn74"].learning_rate == 1e-3
     per_profile = shown["train"]["cnn88"]["steps_per_epoch"]
     assert per_profile["full"] == loaded.train["cnn88"].steps_per_epoch
+
+
+def _alias_bomb(levels: int = 9, width: int = 9, *, mappings: bool) -> str:
+    """A flow-style YAML value of `levels` anchored levels, each `width` aliases of the one
+    below: a few hundred bytes that stand for width**levels leaves once expanded."""
+    parts = ["&l0 {leaf: lol}" if mappings else "&l0 [lol]"]
+    for level in range(1, levels + 1):
+        aliases = [f"*l{level - 1}"] * width
+        if mappings:
+            inner = "{" + ", ".join(f"k{i}: {alias}" for i, alias in enumerate(aliases)) + "}"
+        else:
+            inner = "[" + ", ".join(aliases) + "]"
+        parts.append(f"&l{level} {inner}")
+    if mappings:
+        return "{" + ", ".join(f"l{level}: {part}" for level, part in enumerate(parts)) + "}"
+    return "[" + ", ".join(parts) + "]"
+
+
+def _load_in_a_subprocess(path: Path) -> subprocess.CompletedProcess:
+    """`load_params(path)` in a child limited to 20 s and 2 GiB, so a loader that expands the
+    document fails this test instead of taking the machine's memory."""
+    script = (
+        "import sys\n"
+        "from deeplecture.params import ParamsError, load_params\n"
+        "try:\n    load_params(sys.argv[1])\n"
+        "except ParamsError as error:\n    sys.exit(f'error: {error}')\n"
+    )
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            capture_output=True, text=True, timeout=20, preexec_fn=limit_memory,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"load_params({path}) still ran after 20 s: the aliases were expanded")
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        # an unknown key of nested mappings (the profile resolver copied it before refusing it)
+        (lambda text: text + f"bomb: {_alias_bomb(mappings=True)}\n", "unknown key"),
+        # a known key of free-form lists (validation quoted it whole in its error line)
+        (
+            lambda text: text.replace("    cnn74: []", f"    cnn74: {_alias_bomb(mappings=False)}"),
+            "known key",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_an_alias_bomb_is_refused_in_one_line_naming_the_file(
+    tmp_path: Path, edit, where: str
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(edit(shipped_params_text()))
+    assert path.stat().st_size < 20_000  # a few hundred bytes for 9**9 values
+    loaded = _load_in_a_subprocess(path)
+    assert loaded.returncode == 1
+    message = loaded.stderr.strip()
+    assert "\n" not in message
+    assert message.startswith(f"error: {path}:")
+    assert "aliases expand it to more than 100,000 YAML nodes" in message
+
+
+def test_a_recursive_alias_is_refused_naming_the_file(tmp_path: Path) -> None:
+    text = shipped_params_text().replace(
+        "    checksum: auto\n  fashion_mnist:",
+        "    checksum: &loop {again: *loop}\n  fashion_mnist:",
+    )
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"params\.yaml:\d+:\d+: a recursive alias"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_anchors_and_merge_keys_still_load_as_written_out(tmp_path: Path) -> None:
+    """Aliases within the bound are plain YAML: `<<: *cnn74` gives cnn79 cnn74's settings."""
+    plain = load_params(write_params(tmp_path, {}))
+    text = shipped_params_text().replace("\n  cnn74:", "\n  cnn74: &cnn74", 1)
+    start = text.index("\n  cnn79:")  # under train:, indented by two
+    end = text.index("\n  cnn84:")
+    merged = "\n  cnn79:\n    <<: *cnn74\n    lecture_accuracy: 0.79\n    seed: 79"
+    (tmp_path / "params.yaml").write_text(text[:start] + merged + text[end:])
+    assert load_params(tmp_path / "params.yaml") == plain
+
+
+def test_unknown_keys_are_named_before_profiles_are_resolved(tmp_path: Path) -> None:
+    """An unknown key is refused as unknown, whatever its value: it is never resolved."""
+    path = write_params(tmp_path, {"train.cnn74.epochz": {"smoke": 2}, "extra": {"full": 1}})
+    with pytest.raises(ParamsError) as raised:
+        load_params(path)
+    assert str(raised.value) == f"{path}: train.cnn74.epochz: unknown key; extra: unknown key"
+
+
+def test_an_unknown_key_inside_a_per_profile_entry_is_named_once(tmp_path: Path) -> None:
+    shipped = load_params(write_params(tmp_path, {})).edge.model_dump()
+    edge = {profile: {**shipped, "latency_runs": 5} for profile in ("full", "smoke")}
+    with pytest.raises(ParamsError, match=r"params\.yaml: edge\.latency_runs: unknown key$"):
+        load_params(write_params(tmp_path, {"edge": edge}))
+
+
+SEED_KEYS = ("train.cnn74.seed", "train.fashion.seed", "preprocess.cifar10.shuffle_seed",
+             "edge.calibration_seed")  # fmt: skip
+
+
+@pytest.mark.parametrize("key", SEED_KEYS)
+@pytest.mark.parametrize("seed", [-5, MAX_SEED + 1])
+def test_a_seed_outside_0_to_2_32_minus_1_is_named_by_its_key(
+    tmp_path: Path, key: str, seed: int
+) -> None:
+    """numpy's seeding, which Keras' set_random_seed calls, takes 0 ... 2**32 - 1 only."""
+    with pytest.raises(ParamsError, match=re.escape(key) + ": Input should be "):
+        load_params(write_params(tmp_path, {key: seed}))
+
+
+@pytest.mark.parametrize("key", SEED_KEYS)
+def test_the_seed_range_ends_at_2_32_minus_1(tmp_path: Path, key: str) -> None:
+    params = load_params(write_params(tmp_path, {key: MAX_SEED}))
+    section, *rest = key.split(".")
+    value = getattr(params, section)
+    for part in rest:
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    assert value == 2**32 - 1
+
+
+def test_a_bad_value_is_quoted_short_in_the_error_line(tmp_path: Path) -> None:
+    path = write_params(tmp_path, {"train.cnn74.batch_size": list(range(10_000))})
+    with pytest.raises(
+        ParamsError, match=r"train\.cnn74\.batch_size: .*\(got \[0, 1, 2, 3, \.\.\.\]\)"
+    ):
+        load_params(path)

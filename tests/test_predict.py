@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import keras
@@ -30,7 +31,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two saved models (CIFAR-10 cnn74, a tiny 28x28x1 one) and test images of several kinds."""
     folder = tmp_path_factory.mktemp("predict")
     keras.utils.set_random_seed(0)
-    cifar = get_variant("cnn74").build(Scaling.divide255(3), False)
+    cifar = get_variant("cnn74").build(Scaling.divide255(3), "none")
     cifar.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     model_file.save(cifar, folder / "cifar.keras", cifar10.CLASS_NAMES)
 
@@ -392,3 +393,89 @@ def test_evaluate_errors_name_what_is_wrong(
     status, _, err = run_main(evaluate_cli.main, argv, capsys)
     assert_error(status, err)
     assert str(data / "validation.npz") in err
+
+
+# --- hostile inputs: values no image holds, a malformed class-names member -----------------------
+
+
+@pytest.mark.parametrize(
+    ("pixels", "named", "found"),
+    [
+        (np.full((32, 32, 3), np.nan, np.float32), "{path}:", "holds NaN"),
+        (np.full((3, 32, 32, 3), 1e38, np.float32), "{path}[0]:", "values from 1e+38 to 1e+38"),
+        (np.full((1, 32, 32, 3), np.inf), "{path}[0]:", "an infinite value"),
+        (np.full((1, 32, 32, 3), 1e300), "{path}[0]:", "values from 1e+300"),  # float64
+        (
+            np.concatenate([np.zeros((2, 32, 32, 3)), np.full((2, 32, 32, 3), -1)]).astype(int),
+            "{path}[2]:",
+            "values from -1 to -1 (and 1 more image)",
+        ),
+        (np.full((2, 32, 32, 3), 256, np.uint16), "{path}[0]:", "values from 256 to 256"),
+    ],
+    ids=["nan image", "1e38 batch", "inf", "float64 beyond float32", "negative", "above 255"],
+)
+def test_npy_values_no_image_holds_are_refused_naming_the_image(
+    pixels: np.ndarray,
+    named: str,
+    found: str,
+    tmp_path: Path,
+    files: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not blamed on the model ("not probabilities"), and never "airplane 100 %"."""
+    path = tmp_path / "pixels.npy"
+    np.save(path, pixels)
+    status, out, err = run_main(predict_cli.main, [files["cifar"], path], capsys)
+    assert_error(status, err)
+    assert out == ""
+    assert f"error: {named.format(path=path)} holds" in err and found in err
+    assert "expected raw pixels in 0..255" in err and "probabilities" not in err
+
+
+def test_npy_pixels_of_any_number_type_in_0_to_255_are_accepted(tmp_path: Path) -> None:
+    for dtype in (np.uint8, np.int64, np.float32, np.float64, bool):
+        path = tmp_path / f"{np.dtype(dtype).name}.npy"
+        np.save(path, np.ones((2, 32, 32, 3)).astype(dtype) * (255 if dtype is not bool else 1))
+        assert predict.load_batch(path, (32, 32, 3)).max() in (1.0, 255.0)
+
+
+def _with_member(source: Path, target: Path, text: bytes) -> Path:
+    """A copy of the `.keras` file `source` whose deeplecture.json holds `text`."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for member in original.infolist():
+            if member.filename != model_file.MEMBER:
+                copy.writestr(member, original.read(member))
+        copy.writestr(model_file.MEMBER, text)
+    return target
+
+
+MALFORMED_CLASS_NAMES = {
+    "a list": (b"[1, 2, 3]", 'expected {"class_names": [name, ...]}, got [1, 2, 3]'),
+    "numbers": (json.dumps({"class_names": list(range(10))}), "class name 0 is 0, expected"),
+    "not json": (b"class_names: cat, dog", "not a JSON document"),
+    "truncated": (b'{"class_names": ["cat", "do', "not a JSON document"),
+    "not utf-8": (b'{"class_names": ["\xff"]}', "not a JSON document"),
+    "no names": (b"{}", "got {}"),
+    "empty list": (b'{"class_names": []}', 'got {"class_names": []}'),
+    "empty name": (json.dumps({"class_names": [*"abcdefghi", " "]}), 'class name 9 is " "'),
+    "null name": (json.dumps({"class_names": [*"abcdefghi", None]}), "class name 9 is null"),
+    "repeated": (json.dumps({"class_names": [*"abcdefgh", "a", "b"]}), "repeat ('a', 'b')"),
+    "too few": (json.dumps({"class_names": list("abc")}), "3 class names for a model of 10"),
+    "NaN": (b'{"class_names": NaN}', "got {"),
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, "not a JSON document"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_CLASS_NAMES)
+def test_a_malformed_class_names_member_is_one_line_naming_the_file(
+    case: str, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, expected = MALFORMED_CLASS_NAMES[case]
+    text = text.encode() if isinstance(text, str) else text
+    model = _with_member(files["fashion"], tmp_path / "fashion.keras", text)
+    status, out, err = run_main(predict_cli.main, [model, files["gray"]], capsys)
+    assert_error(status, err)
+    assert out == ""
+    assert err.startswith(f"error: {model} (its deeplecture.json): ") and expected in err
+    with pytest.raises(ValueError, match="deeplecture.json"):  # also without the width
+        model_file.class_names(model, outputs=None if case != "too few" else 10)

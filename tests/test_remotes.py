@@ -2,7 +2,8 @@
 experiments shared through the git remote, as the README's "For a class or a team" shows.
 
 One smoke pipeline run (the teacher's), committed with its `dvc.lock`; then `dvc push` to each
-remote, and a student's fresh `git clone` + `dvc pull` that must need no training at all.
+remote, and a student's fresh `git clone` + `dvc pull` that must need no training at all, and
+that refuses an object damaged in the remote (each remote is added with `verify true`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,6 +29,15 @@ pytestmark = pytest.mark.slow
 
 # The pipeline's outputs that DVC caches (the rest is committed to git): what a remote carries.
 CACHED = ("data/raw", "data/processed", "models")
+MODEL = "models/cifar10/cnn74.keras"  # the cached model the damage tests corrupt in a remote
+
+
+def _add_remote(repo: Path, name: str, url: str, *, default: bool = False) -> None:
+    """`dvc remote add` and `verify true`, as the README's step 5 does: DVC then hashes every
+    object it pulls from the remote and refuses one whose content does not match its name.
+    DVC has no setting for all remotes at once, and `add -f` drops it: each add needs both."""
+    run_command(["dvc", "remote", "add", "-f", *(["-d"] if default else []), name, url], repo)
+    run_command(["dvc", "remote", "modify", name, "verify", "true"], repo)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +66,10 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["git", "commit", "-qm", "smoke results"],
         ["git", "init", "-q", "--bare", str(origin)],
         ["git", "remote", "add", "origin", str(origin)],
-        ["dvc", "remote", "add", "-d", "shared", str(storage)],
+    ):
+        run_command(command, repo)
+    _add_remote(repo, "shared", str(storage), default=True)
+    for command in (
         ["git", "commit", "-qam", "the class's storage"],
         ["git", "push", "-q", "origin", "HEAD"],
     ):
@@ -99,6 +113,44 @@ def _pulled_clone_needs_no_training(teacher: Path, clone: Path, env: dict[str, s
     assert any(name in predicted for name in CLASS_NAMES), predicted
 
 
+def _attempt(args: list[str], cwd: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a command that may fail, with `run_command`'s PATH (this venv's tools first)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, **extra_env}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def _damaged_copy(store: Path, teacher: Path, folder: Path) -> Path:
+    """A copy of a pushed remote's folder in which 90 bytes of the model's object differ: same
+    size, same mode, so nothing but hashing its content can tell (as disk rot would)."""
+    shutil.copytree(store, folder)
+    digest = hashlib.md5((teacher / MODEL).read_bytes()).hexdigest()  # DVC's object name
+    obj = folder / "files" / "md5" / digest[:2] / digest[2:]
+    mode = obj.stat().st_mode
+    obj.chmod(mode | 0o200)  # DVC pushes objects read-only
+    data = bytearray(obj.read_bytes())
+    data[100:190] = bytes(byte ^ 0xFF for byte in data[100:190])
+    obj.write_bytes(data)
+    obj.chmod(mode)
+    return folder
+
+
+def _damaged_model_is_refused(teacher: Path, clone: Path, env: dict[str, str]) -> None:
+    """The student's `dvc pull` from a remote with a damaged model fails naming the model,
+    leaves no wrong file behind, brings every other output intact, and `dvc status` says so."""
+    pulled = _attempt(["dvc", "pull"], clone, env)
+    output = pulled.stdout + pulled.stderr
+    assert pulled.returncode != 0, output
+    assert MODEL in output, output
+    assert not (clone / MODEL).exists()
+    assert _digests(clone) == {
+        path: digest for path, digest in _digests(teacher).items() if path != MODEL
+    }
+    status = run_command(["dvc", "status"], clone, env)
+    not_in_cache = [line.split()[-1] for line in status.splitlines() if "not in cache:" in line]
+    assert not_in_cache == [MODEL], status
+
+
 def _sample_image(folder: Path) -> Path:
     with tarfile.open(PROJECT_ROOT / "data/sample/cifar10-sample.tar.gz") as archive:
         member = next(m for m in archive.getmembers() if m.name.startswith("test/ship/"))
@@ -117,6 +169,19 @@ def test_a_shared_folder_remote_hands_the_results_to_a_fresh_clone(
     _pulled_clone_needs_no_training(teacher, clone, {})
 
 
+def test_a_damaged_object_in_a_shared_folder_remote_fails_the_pull(
+    teacher: Path, tmp_path: Path
+) -> None:
+    run_command(["dvc", "push"], teacher)
+    store = Path(run_command(["dvc", "config", "remote.shared.url"], teacher).strip())
+    damaged = _damaged_copy(store, teacher, tmp_path / "damaged-storage")
+
+    clone = _student_clone(teacher, tmp_path / "student")
+    # The class's folder, mounted elsewhere: the committed `verify true` still applies.
+    run_command(["dvc", "remote", "modify", "--local", "shared", "url", str(damaged)], clone)
+    _damaged_model_is_refused(teacher, clone, {})
+
+
 @pytest.fixture(scope="module")
 def ssh_server(tmp_path_factory: pytest.TempPathFactory):
     with sshd(tmp_path_factory.mktemp("sshd")) as server:
@@ -133,24 +198,47 @@ def _ssh_env(server: SSHServer) -> dict[str, str]:
     return {"HOME": str(server.home)}
 
 
-def test_an_ssh_remote_hands_the_results_to_a_fresh_clone(
-    teacher: Path, tmp_path: Path, ssh_server: SSHServer
-) -> None:
-    store = tmp_path / "ssh-storage"
-    run_command(["dvc", "remote", "add", "-f", "ssh", ssh_server.url(store)], teacher)
+@pytest.fixture(scope="module")
+def ssh_store(
+    teacher: Path, ssh_server: SSHServer, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The teacher's SSH remote, added (and committed) as the README says, with the results
+    pushed to it; returns the server's folder that holds them."""
+    store = tmp_path_factory.mktemp("ssh") / "ssh-storage"
+    _add_remote(teacher, "ssh", ssh_server.url(store))
     # The key file is the user's own: --local keeps it out of the committed .dvc/config.
     _use_key(teacher, "ssh", ssh_server)
     assert str(ssh_server.client_key) not in (teacher / ".dvc" / "config").read_text()
     run_command(["git", "commit", "-qam", "ssh remote"], teacher)
     run_command(["git", "push", "-q", "origin", "HEAD"], teacher)
-    env = _ssh_env(ssh_server)
-    run_command(["dvc", "push", "-r", "ssh", "--run-cache"], teacher, env)
-    assert any(store.rglob("*")), "nothing arrived on the SSH server"
+    run_command(["dvc", "push", "-r", "ssh", "--run-cache"], teacher, _ssh_env(ssh_server))
+    return store
 
-    clone = _student_clone(teacher, tmp_path / "student")
+
+def _ssh_clone(teacher: Path, folder: Path, ssh_server: SSHServer) -> Path:
+    """A student's clone that pulls from the committed SSH remote with their own key."""
+    clone = _student_clone(teacher, folder)
     run_command(["dvc", "remote", "default", "--local", "ssh"], clone)
     _use_key(clone, "ssh", ssh_server)
-    _pulled_clone_needs_no_training(teacher, clone, env)
+    return clone
+
+
+def test_an_ssh_remote_hands_the_results_to_a_fresh_clone(
+    teacher: Path, tmp_path: Path, ssh_server: SSHServer, ssh_store: Path
+) -> None:
+    assert any(ssh_store.rglob("*")), "nothing arrived on the SSH server"
+    clone = _ssh_clone(teacher, tmp_path / "student", ssh_server)
+    _pulled_clone_needs_no_training(teacher, clone, _ssh_env(ssh_server))
+
+
+def test_a_damaged_object_in_an_ssh_remote_fails_the_pull(
+    teacher: Path, tmp_path: Path, ssh_server: SSHServer, ssh_store: Path
+) -> None:
+    damaged = _damaged_copy(ssh_store, teacher, tmp_path / "damaged-storage")
+    clone = _ssh_clone(teacher, tmp_path / "student", ssh_server)
+    url = ssh_server.url(damaged)  # the committed remote's `verify true` still applies
+    run_command(["dvc", "remote", "modify", "--local", "ssh", "url", url], clone)
+    _damaged_model_is_refused(teacher, clone, _ssh_env(ssh_server))
 
 
 @pytest.mark.xfail(

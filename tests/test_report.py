@@ -208,3 +208,134 @@ def test_figures_are_written_and_readable(tmp_path: Path) -> None:
 )
 def test_the_data_source_is_named_for_what_it_is(source: str, kind: str) -> None:
     assert describe_source(source) == kind
+
+
+H200 = {
+    "data_source": "../shared/data/cifar10-jpeg.tar.gz", "profile": "full", "backend": "jax",
+    "device": "NVIDIA H200", "versions": {"jax": "0.11.2", "keras": "3.15.1"},
+}  # fmt: skip
+
+
+def _write_platform(root: Path, provenance: dict = H200) -> Path:
+    """A measured platform in reports/platforms/h200-jax/: cnn74 and cnn88 ran there, cnn88 with
+    ten epochs whose per-epoch figures are the test split's (validation: test)."""
+    folder = root / "reports" / "platforms" / "h200-jax"
+    runs = {"cnn74": _metrics(0.7232, 0.74, 1_639_914, 25, 30.87),
+            "cnn88": _metrics(0.8155, 0.88, 300_214, 125, 338.16)}  # fmt: skip
+    for variant, metrics in runs.items():
+        (folder / "metrics" / "cifar10").mkdir(parents=True, exist_ok=True)
+        (folder / "metrics" / "cifar10" / f"{variant}.json").write_text(json.dumps(metrics))
+        _plot_file(folder, "provenance", variant).write_text(json.dumps(provenance))
+    late = [0.61, 0.64, 0.66, 0.67, 0.69, 0.70, 0.71, 0.72, 0.7973, 0.8296]
+    _plot_file(folder, "history", "cnn88").write_text(
+        "epoch,loss,accuracy,val_accuracy\n"
+        + "".join(f"{e},1.0,0.5,{v}\n" for e, v in enumerate(late))
+    )
+    (folder / "README.md").write_text("# One H200\n")
+    return folder
+
+
+def _generate_with_platforms(root: Path) -> str:
+    build_report(
+        root / "metrics", root / "plots", root / "reports" / "foundations.json", root / "reports",
+        _planned(root), platforms_dir=root / "reports" / "platforms",
+    )  # fmt: skip
+    return (root / "reports" / "results.md").read_text()
+
+
+def _rows(report: str, model: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in report.splitlines()
+        if line.startswith(f"| `{model}`")
+    ]
+
+
+def test_a_measured_platform_adds_a_row_per_variant_beside_the_pipelines_own(
+    tmp_path: Path,
+) -> None:
+    _write_inputs(tmp_path)
+    (tmp_path / "metrics" / "cifar10" / "cnn88.json").unlink()  # cnn88: not run on the CPU
+    _write_platform(tmp_path)
+    report = _generate_with_platforms(tmp_path)
+
+    own, h200 = _rows(report, "cnn74")
+    assert own[:3] == ["`cnn74`", "74.0 %", "73.12 %"] and own[10] == "`metrics/`"
+    assert h200[:4] == ["`cnn74`", "74.0 %", "72.32 %", "-1.68 pt"]
+    assert h200[7] == "0 min 31 s"
+    assert h200[9] == "NVIDIA H200, jax 0.11.2, Keras 3.15.1"
+    assert h200[10] == "[`h200-jax`](platforms/h200-jax/README.md)"
+    pending, measured = _rows(report, "cnn88")
+    assert pending[2] == "not yet run" and measured[2] == "81.55 %"
+    assert "validation data is the test set" in report  # its quirk, though only the H200 ran it
+    figures = tmp_path / "reports" / "figures"
+    assert (figures / "learning_curves" / "h200-jax" / "cnn88.png").is_file()
+    assert (
+        "- `cnn88` on `h200-jax`: [learning curves](figures/learning_curves/h200-jax/cnn88.png)"
+        in report
+    )
+
+
+def test_the_gaps_to_the_lecture_are_listed_per_row_from_its_files(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    _write_platform(tmp_path)
+    report = _generate_with_platforms(tmp_path)
+    gaps = report.split("## What separates each result from the lecture's")[1].split("\n## ")[0]
+
+    # Every row is on the JPEG copy: the range of their differences, from the metrics files.
+    assert "- Data, CIFAR-10 re-encoded as JPEG (lossy): they differ, by +0.07 to -6.45 pt." in gaps
+    (cnn88,) = [line for line in gaps.splitlines() if line.startswith("- `cnn88` in [`h200-jax`]")]
+    # One seed: the last fifth of its ten epochs (2), test accuracy because validation is test.
+    assert "over the last 2 epochs the test accuracy spans 79.73–82.96 %" in cnn88
+    # The run predates train.<variant>.augmentation: it used the two-resampling Keras layers.
+    assert "augmentation `keras_layers`" in cnn88 and "`ImageDataGenerator`" in cnn88
+    (cnn74,) = [line for line in gaps.splitlines() if line.startswith("- `cnn74` in [`h200")]
+    assert "augmentation" not in cnn74 and "one seed" in cnn74
+    assert "No recipe is tuned to reach the lecture's numbers" in gaps
+
+
+def test_a_run_with_the_lectures_augmentation_states_no_augmentation_gap(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    _write_platform(tmp_path, {**H200, "augmentation": "lecture"})
+    report = _generate_with_platforms(tmp_path)
+    (cnn88,) = [line for line in report.splitlines() if line.startswith("- `cnn88` in [`h200")]
+    assert "one seed" in cnn88 and "augmentation" not in cnn88
+
+
+def test_a_platforms_stage_times_come_from_its_run_summary(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    folder = _write_platform(tmp_path)
+    summary = {"progression": {
+        "stage_seconds": {"preprocess@cifar10": 11.0, "train@cnn74": 44.2},
+        "variants": {"cnn74": {"train_seconds": 30.87}},
+    }}  # fmt: skip
+    (folder / "gpu-run-call2.json").write_text(json.dumps(summary))
+    report = _generate_with_platforms(tmp_path)
+    assert "## Stage times on [`h200-jax`](platforms/h200-jax/README.md)" in report
+    assert table_row(report, "`train@cnn74`") == ["`train@cnn74`", "44.2 s", "30.9 s", "13.3 s"]
+    assert table_row(report, "`preprocess@cifar10`") == ["`preprocess@cifar10`", "11.0 s", "—", "—"]
+
+
+def test_the_readmes_h200_times_are_the_committed_files() -> None:
+    """README "How long it takes" quotes the H200 run: each figure must be the files' own."""
+    root = Path(__file__).resolve().parents[1]
+    platform = root / "reports" / "platforms" / "h200-jax"
+    section = (root / "README.md").read_text().split("## How long it takes")[1].split("\n## ")[0]
+    seconds = {
+        variant: json.loads((platform / "metrics" / "cifar10" / f"{variant}.json").read_text())[
+            "train_seconds"
+        ]
+        for variant in ("cnn74", "cnn79", "cnn84", "cnn88")
+    }
+    for variant, value in seconds.items():
+        assert table_row(section, f"`{variant}`")[3] == f"{value:.1f} s"
+    total = sum(seconds.values())
+    assert f"{total:.1f} s ({total / 60:.1f} min) in total" in section
+    progression = json.loads((platform / "gpu-run-call2.json").read_text())["progression"]
+    stages = progression["stage_seconds"]
+    assert f"download {stages['download@cifar10']:.1f} s" in section
+    assert f"preprocess {stages['preprocess@cifar10']:.1f} s" in section
+    for variant in ("cnn84", "cnn79"):
+        outside = stages[f"train@{variant}"] - progression["variants"][variant]["train_seconds"]
+        assert f"{outside:.1f} s (`{variant}`)" in section
+        assert f"{stages[f'evaluate@{variant}']:.1f} s" in section

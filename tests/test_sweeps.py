@@ -16,6 +16,7 @@ from deeplecture.params import load_params
 from deeplecture.reporting import drift
 from deeplecture.reporting.build import build_report
 from deeplecture.reporting.results import planned_variants
+from deeplecture.sweeps import cli as sweep_cli
 from deeplecture.sweeps import stats
 from deeplecture.sweeps.queue import SweepPlan, queue_statuses
 from project_repo import make_project_repo, run_command
@@ -217,3 +218,26 @@ def test_a_smoke_sweep_of_three_seeds_reports_n_3_with_the_runs_own_metrics(
     mean = sum(by_seed.values()) / 3
     assert row[1] == "3" and row[2] == f"{100 * mean:.2f} %"
     assert row[6] == ", ".join(f"{seed}: {100 * by_seed[seed]:.2f}" for seed in (0, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("first_seed", "seeds"), [(-5, 3), (2**32 - 2, 3)], ids=["negative", "past-2**32-1"]
+)
+def test_a_sweep_refuses_seeds_that_train_seed_cannot_take_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    first_seed: int,
+    seeds: int,
+) -> None:
+    """Refused before anything is queued, not when each experiment's params check fails."""
+    write_params(tmp_path, {})
+    monkeypatch.chdir(tmp_path)
+    argv = ["queue", "s", "--seeds", str(seeds), "--first-seed", str(first_seed)]
+    assert sweep_cli.main(argv) == 1
+    error = capsys.readouterr().err
+    last = first_seed + seeds - 1
+    assert error == (
+        f"error: --first-seed {first_seed} --seeds {seeds}: seeds {first_seed} ... {last} "
+        "are not all in 0 ... 4294967295, the range of train.<variant>.seed\n"
+    )

@@ -5,12 +5,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
+from conftest import PROJECT_ROOT
 from deeplecture import registry, tracking
-from deeplecture.team import accounts, secrets, server
+from deeplecture.params import load_params
+from deeplecture.team import accounts, names, secrets, server
 
 
 def test_a_new_secrets_file_is_private_random_and_never_overwritten(tmp_path) -> None:
@@ -89,9 +94,13 @@ def test_the_account_list_names_the_line_of_a_bad_or_repeated_name(tmp_path) -> 
         ("username\nalice\nal ice\n", ":3: 'al ice' is not a user name"),
         ("username\nalice\nalice\n", ":3: 'alice' is listed twice"),
         ("username\n-alice\n", ":2: '-alice' is not a user name"),
+        # bob's names (bob-…) would include all of user bob-cifar10's: no '-' in a user name.
+        ("username\nbob\nbob-cifar10\n", ":3: 'bob-cifar10' is not a user name (letters"),
+        # A student called cifar10 would own the teacher's cifar10-cnn74, ...
+        ("username\ncifar10\n", ":2: 'cifar10' is the first part of the teacher's names"),
     ):
         path.write_text(text)
-        with pytest.raises(accounts.AccountsError, match=message):
+        with pytest.raises(accounts.AccountsError, match=re.escape(message)):
             accounts.read_usernames(path)
 
 
@@ -105,3 +114,57 @@ def test_the_prefix_names_a_students_experiments_and_registered_models(monkeypat
     monkeypatch.setenv(tracking.PREFIX_VARIABLE, "alice/../bob")
     with pytest.raises(tracking.TrackingUnavailable, match="letters, digits"):
         tracking.experiment_name("cifar10")
+
+
+def test_a_students_names_are_those_that_start_with_theirs_and_a_dash() -> None:
+    assert names.own_name("bob", "bob-cifar10-cnn79")
+    assert not names.own_name("bob", "bobby-cifar10")  # bobby's
+    assert not names.own_name("bob", "bob")  # no such name the project makes
+    assert not names.own_name("bob", "bob-")
+    assert not names.own_name("bob", "cifar10-cnn88")  # the teacher's
+
+
+def test_the_accounts_tool_knows_every_name_the_project_uses() -> None:
+    reference = accounts.project_names(PROJECT_ROOT / "params.yaml")
+    variants = load_params(PROJECT_ROOT / "params.yaml").variants
+    assert reference.experiments == ("cifar10", "fashion_mnist", "foundations")
+    assert set(reference.registered_models) == {
+        names.registered_model_base(dataset, variant)
+        for dataset, listed in variants.items()
+        for variant in listed
+    }
+    assert {"cifar10-cnn88", "fashion_mnist-fashion"} <= set(reference.registered_models)
+    alices = reference.of("alice")
+    assert "alice-fashion_mnist" in alices.experiments
+    assert "alice-cifar10-cnn74" in alices.registered_models
+
+
+_CI_VARIABLES = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "PYTEST_CURRENT_TEST",
+    "DO_NOT_TRACK",
+)  # MLflow: no telemetry
+_AFTER_THE_TOOL = """
+import sys
+from deeplecture.team import accounts
+from mlflow.telemetry.utils import is_telemetry_disabled
+code = accounts.main([sys.argv[1], "--credentials-out", sys.argv[2], "--server", sys.argv[3]])
+print(code, is_telemetry_disabled())
+"""
+
+
+def test_the_accounts_tool_turns_mlflows_telemetry_off(tmp_path) -> None:
+    students = tmp_path / "students.csv"
+    students.write_text("username\nal ice\n")  # refused before any request: no server needed
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _CI_VARIABLES and not key.startswith("MLFLOW_")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_THE_TOOL, str(students), str(tmp_path / "out.csv"),
+         "http://127.0.0.1:9"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.stdout.split() == ["1", "True"], done.stdout + done.stderr

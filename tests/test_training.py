@@ -13,8 +13,9 @@ import pytest
 
 from conftest import CONTRACT_METRIC_KEYS, InjectedCrash, crash_after_epoch, write_params
 from deeplecture import evaluation, served_model, tracking
+from deeplecture.atomic import NotWritable
 from deeplecture.data import processed
-from deeplecture.params import load_params
+from deeplecture.params import ParamsError, load_params
 from deeplecture.training import (
     TrainingDiverged,
     TrainingOutputs,
@@ -242,6 +243,80 @@ def test_a_checkpoint_for_other_settings_is_never_resumed(
     finished = next(run for run in runs if run.info.status == "FINISHED")
     losses = mlflow.MlflowClient().get_metric_history(finished.info.run_id, "loss")
     assert [m.step for m in losses] == [0, 1, 2]  # trained from epoch 0 in a run of its own
+
+
+def test_a_crash_after_the_model_was_logged_leaves_one_logged_model_after_the_resume(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after MLflow marked the model READY but before the record was written (as a
+    SIGTERM that waits for the MLflow call does): the resumed run must not hold two."""
+    from deeplecture import training
+
+    params = load_params(write_params(tmp_path, TINY))
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+
+    def crash_instead_of_the_record(path: Path, payload: object) -> None:
+        raise InjectedCrash("stopped between logging the model and writing the record")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "write_json", crash_instead_of_the_record)
+        with pytest.raises(InjectedCrash):
+            train_variant("cnn74", params, data, outputs)
+    (run,) = _runs()
+    logged = {"experiment_ids": [run.info.experiment_id], "output_format": "list"}
+    assert [model.status for model in mlflow.search_logged_models(**logged)] == ["READY"]
+
+    record = train_variant("cnn74", params, data, outputs)
+    (model,) = mlflow.search_logged_models(**logged)
+    assert (model.name, model.status) == ("cnn74", "READY")
+    assert model.model_id == record["model_id"] and model.source_run_id == run.info.run_id
+
+
+def test_a_batch_larger_than_the_images_it_draws_from_is_refused_before_any_work(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
+) -> None:
+    """180 images to fit (cnn74); cnn88 fits on all 200 (train + validation, its quirk)."""
+    data = processed.load(tiny_data)
+    outputs = _outputs(tmp_path / "out")
+    for variant, batch_size, images in (("cnn74", 1_000_000_000, 180), ("cnn88", 201, 200)):
+        params = load_params(write_params(tmp_path, {f"train.{variant}.batch_size": batch_size}))
+        expected = (
+            f"train.{variant}.batch_size: {batch_size} is larger than the {images} images "
+            f"it trains on"
+        )
+        with pytest.raises(ParamsError, match=expected):
+            train_variant(variant, params, data, _outputs(tmp_path / "out", variant))
+    assert _runs() == [] and not list(outputs.checkpoints.glob("*/*"))
+    assert not outputs.model.exists()
+
+    # The limit itself trains: one step an epoch, recorded as what trained.
+    limit = {"train.cnn74.epochs": 1, "train.cnn74.batch_size": 180}
+    params = load_params(write_params(tmp_path, limit))
+    record = train_variant("cnn74", params, data, outputs)
+    (run,) = _runs()
+    assert run.data.params["batch_size"] == "180" == str(len(data.train))
+    assert record["epochs"] == 1
+
+
+def test_an_output_that_cannot_be_written_fails_before_the_first_epoch(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
+) -> None:
+    """The record's folder is a file: found after training, that cost every epoch."""
+    blocker = tmp_path / "records"
+    blocker.write_text("a file where the record's folder should be\n")
+    outputs = TrainingOutputs(
+        model=tmp_path / "out" / "cnn74.keras",
+        record=blocker / "cnn74.train.json",
+        history=tmp_path / "out" / "cnn74.history.csv",
+        checkpoints=tmp_path / "checkpoints",
+    )
+    params = load_params(write_params(tmp_path, TINY))
+    with pytest.raises(NotWritable, match=f"{blocker / 'cnn74.train.json'} cannot be written"):
+        train_variant("cnn74", params, processed.load(tiny_data), outputs)
+    assert _runs() == []  # no MLflow run opened, so none left RUNNING
+    assert not outputs.model.exists() and not (tmp_path / "out").exists()
+    assert not list(outputs.checkpoints.glob("*/*"))  # no epoch trained
 
 
 def test_the_lecture88_schedule_and_its_dead_branch() -> None:

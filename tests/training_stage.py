@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -99,3 +103,51 @@ def fails_mid_run_then_resumes(
     assert run.info.status == "FINISHED"
     assert metric_steps(uri, state["run_id"]) == [0, 1, 2, 3]  # each epoch once, none lost
     assert run.data.tags["resumed_after_epoch"] == str(state["epochs_done"])
+
+
+class WatchedStage:
+    """The train stage for cnn74 (as `train_process`), its output lines watched as they come, to
+    be signalled at a chosen moment. SIGINT is heard even where the test runner ignores it (a
+    background job of a script)."""
+
+    def __init__(self, tmp_path: Path, data: Path, store: str) -> None:
+        self.lines: list[str] = []
+        # A file, never a full pipe, whatever is printed; read and closed by `finish`.
+        self._errors = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "stages" / "train.py"),
+                *train_args(tmp_path, data),
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "MLFLOW_TRACKING_URI": store, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, ready: Callable[[], bool], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"never ready:\n{self.finish()[1][-3000:]}")
+            time.sleep(0.01)
+
+    def printed(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        """Wait for the process to end: its exit status and what it wrote to stderr."""
+        returncode = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        self._errors.seek(0)
+        with self._errors:
+            return returncode, self._errors.read()

@@ -35,6 +35,29 @@ def atomic_path(final_path: str | os.PathLike, suffix: str = "") -> Iterator[Pat
         tmp_path.unlink(missing_ok=True)
 
 
+class NotWritable(OSError):
+    """A file `atomic_path` would write cannot be written there."""
+
+
+def check_writable(final_path: str | os.PathLike) -> None:
+    """Raise `NotWritable` naming `final_path` unless `atomic_path` can write it: not a folder,
+    and its nearest existing folder takes a new file (the missing folders below it are made
+    then). Nothing is left behind, no folder made, so a check that passes changes nothing."""
+    final_path = Path(final_path)
+    if final_path.is_dir():
+        raise NotWritable(f"{final_path} cannot be written: it is a folder")
+    folder = final_path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".probe", dir=folder)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise NotWritable(f"{final_path} cannot be written: {reason} ({folder})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:

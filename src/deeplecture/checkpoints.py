@@ -4,8 +4,9 @@ One folder per variant and settings, `checkpoints/<variant>-<fingerprint>/`, at 
 root: a rerun of the same experiment (also a killed `dvc exp run --temp` or queued one) finds
 it, and two experiments with other settings never share one. A checkpoint describes itself
 (`state.json`: the settings it belongs to, how many epochs are done, the history so far, the
-MLflow run to continue, the best epoch so far). While a process trains, it holds the folder's
-lock, so a checkpoint whose lock is free belongs to a process that is gone.
+MLflow run to continue, the best epoch so far, the random state of the model's dropout and
+augmentation). While a process trains, it holds the folder's lock, so a checkpoint whose lock is
+free belongs to a process that is gone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from filelock import FileLock, Timeout
 
 from deeplecture.atomic import atomic_path, write_json
@@ -49,6 +51,10 @@ class TrainingState:
     # How the MLflow run should be closed if nobody resumes it: an attempt that ended while the
     # store was unreachable could not close it itself.
     unfinished_status: str = "KILLED"
+    # Each random layer's generator state (dropout, augmentation), in the model's layer order:
+    # the model file does not hold them, and a resumed run must draw what an uninterrupted one
+    # would. Written by `Checkpoint.save` with the model it belongs to.
+    seed_states: list[list[int]] = field(default_factory=list)
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
@@ -105,6 +111,7 @@ class Checkpoint:
             return None
         # A full model file restores the optimizer's moments too, so Adam picks up where it was.
         model = keras.saving.load_model(self.folder / MODEL_FILE)
+        restore_seed_states(model, state.seed_states)
         return model, state
 
     def save(self, model: keras.Model, state: TrainingState, new_best: bool = False) -> None:
@@ -119,6 +126,7 @@ class Checkpoint:
                 model.save_weights(tmp)
         with atomic_path(self.folder / MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
+        state.seed_states = seed_states(model)
         self.save_state(state)
         if best is not None:  # only now is the earlier best file no longer named by the state
             for stale in set(self.folder.glob(BEST_PATTERN)) - {best}:
@@ -155,6 +163,38 @@ class Checkpoint:
                     yield folder, state
             finally:
                 lock.release()
+
+
+def _seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
+    # `_flatten_layers` and `_seed_generators` are Keras' own walk and record of a model's
+    # random layers; no public API lists them, and `model.save` leaves their state out.
+    return [
+        generator
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        for generator in layer._seed_generators
+    ]
+
+
+def seed_states(model: keras.Model) -> list[list[int]]:
+    """The state (seed, draws so far) of each random layer's generator, in layer order."""
+    return [
+        [int(value) for value in keras.ops.convert_to_numpy(generator.state.value)]
+        for generator in _seed_generators(model)
+    ]
+
+
+def restore_seed_states(model: keras.Model, states: list[list[int]]) -> None:
+    """Give each random layer of `model` its saved generator state (`seed_states`)."""
+    generators = _seed_generators(model)
+    if not states:
+        return  # a checkpoint written before these were kept: its run resumes without them
+    if len(states) != len(generators):
+        raise ValueError(
+            f"the checkpoint holds {len(states)} random-layer states for a model with "
+            f"{len(generators)} random layers"
+        )
+    for generator, state in zip(generators, states, strict=True):
+        generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
 
 
 def read_state(folder: Path) -> TrainingState | None:

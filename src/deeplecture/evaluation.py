@@ -1,4 +1,8 @@
-"""Forward-only evaluation from the saved model file alone (the lecture's `*_Test.py` scripts)."""
+"""Forward-only evaluation from the saved model file alone (the lecture's `*_Test.py` scripts).
+
+Keras is imported only to load and run a `.keras` file: an exported model's probabilities are
+scored here without it (`score_probabilities`), in the `edge` install.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,28 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from deeplecture.atomic import atomic_path, write_json
 from deeplecture.confusion import confusion_matrix
 from deeplecture.data.splits import ImageSplit
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras' categorical crossentropy clips probabilities to [EPSILON, 1 - EPSILON] before the log
+# (keras.config.epsilon()): the same here, so a loss computed without Keras is Keras' loss.
+EPSILON = 1e-7
+
+
+def custom_layers() -> dict[str, type]:
+    """The project's own layers a model file may name (cnn88's augmentation). Imported here, not
+    at the top: they import Keras, which scoring an exported model must not."""
+    from deeplecture.augmentation import LectureAugmentation
+
+    return {"deeplecture>LectureAugmentation": LectureAugmentation}
 
 
 @dataclass(frozen=True)
@@ -32,8 +50,12 @@ def load_model(path: Path) -> keras.Model:
         raise ValueError(f"{path} is a folder; expected a saved .keras model file")
     if not path.is_file():
         raise ValueError(f"model file not found: {path}")
+    import keras
+
     try:
-        return keras.saving.load_model(path)
+        # cnn88's augmentation layer is the project's own: named here, so that a model file loads
+        # in Keras' safe mode (no Lambda, no code from the file) wherever it is read.
+        return keras.saving.load_model(path, custom_objects=custom_layers())
     except Exception as error:  # keras raises many types for a damaged zip or config
         # Only now read the zip's checksums: a good file is not read twice on every load.
         _check_keras_zip(path)
@@ -71,6 +93,27 @@ def evaluate(model: keras.Model, test: ImageSplit, batch_size: int = 256) -> Eva
     return Evaluation(float(scores["loss"]), float(scores["accuracy"]), predictions, matrix)
 
 
+def score_probabilities(probabilities: np.ndarray, test: ImageSplit) -> Evaluation:
+    """Loss and accuracy of a model's class `probabilities` (N, classes) on `test`, computed as
+    Keras computes categorical crossentropy and accuracy: how a model run without Keras (an
+    exported file) is scored. The loss is the crossentropy alone: no weight penalty, which an
+    exported graph does not carry."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or len(probabilities) != len(test):
+        raise ValueError(
+            f"model gave outputs of shape {probabilities.shape} for {len(test)} images"
+        )
+    if not np.isfinite(probabilities).all() or probabilities.min() < 0:
+        raise ValueError("model outputs are not probabilities (NaN, infinite or negative)")
+    # As Keras: each row rescaled to sum to 1, then clipped away from 0 and 1 before the log.
+    rows = probabilities / probabilities.sum(axis=1, keepdims=True)
+    chosen = np.clip(rows[np.arange(len(test)), test.labels], EPSILON, 1 - EPSILON)
+    predictions = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(test.labels, predictions, probabilities.shape[1])
+    accuracy = float(np.mean(predictions == test.labels))
+    return Evaluation(float(-np.log(chosen).mean()), accuracy, predictions, matrix)
+
+
 def metrics_payload(
     evaluation: Evaluation, training_record: dict[str, Any], lecture_accuracy: float
 ) -> dict[str, Any]:
@@ -102,13 +145,16 @@ def per_class_accuracy(evaluation: Evaluation, class_names: tuple[str, ...]) -> 
 
 def provenance(training_record: dict[str, Any]) -> dict[str, Any]:
     """How a model's metrics were made: the strings a reader needs beside the numbers."""
-    return {
+    described = {
         "profile": training_record["profile"],
         "data_source": training_record["data_source"],
         "backend": training_record["backend"],
         "device": training_record["device"],
         "versions": training_record.get("versions", {}),  # of the stack that trained it
     }
+    if "augmentation" in training_record:  # records made before the key existed have none
+        described["augmentation"] = training_record["augmentation"]
+    return described
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,25 @@
 Every stage reads its settings through `load_params`, which
 1. parses the file with ruamel.yaml, the YAML 1.2 parser DVC itself uses, so a value such
    as `learning_rate: 1e-3` is the same float here as in `dvc params show` (PyYAML would
-   read a string); a syntax error or a duplicate key is one line naming the file, line and key;
-2. resolves per-profile values: a setting written `{full: 25, smoke: 2}` takes the entry of the
+   read a string); a syntax error or a duplicate key is one line naming the file, line and key,
+   and so is an alias bomb: aliases are bounded before any value is built from them;
+2. refuses unknown keys, before anything walks or copies their values;
+3. resolves per-profile values: a setting written `{full: 25, smoke: 2}` takes the entry of the
    selected `profile`, and a setting written as a single value applies in every profile. So a
    user's `-S train.cnn74.epochs=1` (which replaces the mapping with 1) always wins, and what
    `dvc exp show` lists is what trains;
-3. validates the result strictly: an unknown, missing or mistyped key raises `ParamsError` naming
+4. validates the result strictly: an unknown, missing or mistyped key raises `ParamsError` naming
    its dotted key before any work starts.
 """
 
 from __future__ import annotations
 
+import reprlib
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,12 +33,22 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from deeplecture.data.sources import FASHION_MNIST_FILES, resolve_file_checksums
 
 FULL_PROFILE = "full"  # the lecture's settings (`dvc repro`)
 # Every profile a per-profile value names, `{full: ..., smoke: ...}`.
 PROFILES = (FULL_PROFILE, "smoke")
+# params.yaml holds a few hundred YAML nodes. Aliases multiply: nine levels of nine `*alias`
+# references stand for 9**9 nodes, which any walk of the loaded value (profile resolution,
+# validation, an error message) would expand. A document beyond this bound is refused.
+MAX_EXPANDED_NODES = 100_000
+# keras.utils.set_random_seed hands the seed to numpy's legacy seeding, which takes exactly
+# 0 ... 2**32 - 1; every seed is held to that range here, so a bad one is named by its key
+# before any work instead of failing deep inside training.
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class ParamsError(ValueError):
@@ -94,7 +110,7 @@ class PreprocessParams(SplitParams):
     """CIFAR-10: a fraction, as Keras' validation_split, and a shuffle for image folders."""
 
     validation_fraction: float = Field(ge=0.0, lt=1.0)
-    shuffle_seed: int
+    shuffle_seed: Seed
 
 
 class FashionPreprocessParams(SplitParams):
@@ -108,6 +124,12 @@ class PreprocessSection(_Strict):
     fashion_mnist: FashionPreprocessParams
 
 
+# cnn88's augmentation (models/augmentation.py): `lecture` is ImageDataGenerator's one affine
+# resampling per image; `keras_layers` is RandomRotation + RandomTranslation + RandomFlip, which
+# resamples twice (the pipeline's augmentation before 2026-12; kept to compare the two).
+Augmentation = Literal["none", "lecture", "keras_layers"]
+
+
 class TrainParams(_Strict):
     lecture_accuracy: float = Field(gt=0.0, le=1.0)
     epochs: int = Field(gt=0)
@@ -115,9 +137,11 @@ class TrainParams(_Strict):
     learning_rate: float = Field(gt=0.0)
     lr_schedule: Literal["constant", "lecture88"]
     validation: Literal["split", "test"]
-    augment: bool
+    augmentation: Augmentation = Field(
+        description="none | lecture (ImageDataGenerator's one transform) | keras_layers (two)"
+    )
     steps_per_epoch: int | None = Field(gt=0)
-    seed: int
+    seed: Seed
     keep_best: bool = Field(description="restore the weights of the epoch with the lowest val_loss")
 
 
@@ -140,7 +164,7 @@ class EdgeParams(_Strict):
 
     int8: bool = Field(description="also write the int8 ONNX model (static quantization)")
     calibration_images: int = Field(gt=0, description="training images the int8 ranges come from")
-    calibration_seed: int
+    calibration_seed: Seed
     latency_calls: int = Field(gt=0, description="timed batch-1 calls per format")
 
 
@@ -182,8 +206,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found")
+    yaml = YAML(typ="safe", pure=True)
     try:
-        document = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+        # Bounded on the node graph, where an alias is one shared node, before the
+        # constructor builds the values a later walk would expand.
+        _refuse_alias_expansion(root, path)
+        document = None if root is None else yaml.constructor.construct_document(root)
     except MarkedYAMLError as error:
         raise ParamsError(_describe_yaml_error(error, path)) from None
     except YAMLError as error:
@@ -211,6 +240,9 @@ def set_dotted(document: dict[str, Any], dotted: str, value: Any, *, new: bool =
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read, resolve the selected profile and validate; raise `ParamsError` naming the bad key."""
     raw = read_yaml(path)
+    unknown = list(unknown_keys(raw, Params))
+    if unknown:
+        raise ParamsError(f"{path}: " + "; ".join(f"{key}: unknown key" for key in unknown))
     effective = resolve_profile(raw, path)
     try:
         return Params.model_validate(effective)
@@ -226,6 +258,49 @@ def resolve_profile(raw: dict[str, Any], path: str | Path = "params.yaml") -> di
         known = ", ".join(PROFILES)
         raise ParamsError(f"{path}: profile: unknown profile {profile!r} (known: {known})")
     return _resolve(raw, profile, prefix="", path=path)
+
+
+def unknown_keys(node: Any, schema: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted keys in `node` that `schema` (a model, or a field's annotation) has no place
+    for, found by looking at keys only: an unknown key's value is never walked or copied.
+    Per-profile entries are looked into as they stand; a value of the wrong shape is left to
+    validation, which names it."""
+    if not isinstance(node, dict):
+        return
+    if is_per_profile(node):
+        yield from dict.fromkeys(  # a key unknown in both profiles is named once
+            key for entry in node.values() for key in unknown_keys(entry, schema, prefix)
+        )
+        return
+    container = _mapping_schema(schema)
+    if container is None:
+        return
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(container, type):  # a model: its fields are the only keys
+            field = container.model_fields.get(key)
+            if field is None:
+                yield dotted
+            else:
+                yield from unknown_keys(value, field.annotation, dotted)
+        else:  # dict[K, V]: any key of the right type (validation checks it), values of V
+            yield from unknown_keys(value, typing.get_args(container)[1], dotted)
+
+
+def _mapping_schema(annotation: Any) -> Any:
+    """The model or `dict[K, V]` in `annotation` (through `X | None` and `Annotated`), or
+    None where it holds neither (a scalar or a list: there are no keys to check)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, Annotated):
+        members = typing.get_args(annotation)
+        if origin is Annotated:
+            members = members[:1]
+        return next(filter(None, map(_mapping_schema, members)), None)
+    if origin is dict:
+        return annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
 def is_per_profile(value: Any) -> bool:
@@ -261,9 +336,61 @@ def _describe(error: ValidationError, path: str | Path) -> str:
         elif problem["type"] == "missing":
             message = "missing key"
         else:
-            message = f"{problem['msg']} (got {problem['input']!r})"
+            message = f"{problem['msg']} (got {_SHORT.repr(problem['input'])})"
         problems.append(f"{dotted}: {message}")
     return f"{path}: " + "; ".join(problems)
+
+
+def _make_short_repr() -> reprlib.Repr:
+    # A wrong value is quoted in the error, cut short: the line stays readable whatever it
+    # holds. (Attributes, not keywords: Repr takes keywords from Python 3.12 on.)
+    short = reprlib.Repr()
+    short.maxlevel, short.maxdict, short.maxlist = 2, 4, 4
+    short.maxstring = short.maxother = 80
+    return short
+
+
+_SHORT = _make_short_repr()
+
+
+def _refuse_alias_expansion(root: Node | None, path: str | Path) -> None:
+    """Refuse a composed document whose aliases expand it past `MAX_EXPANDED_NODES` nodes, or
+    that holds a recursive alias (a value containing itself), naming where it happens."""
+    expanded: dict[int, int] = {}  # node id -> nodes it stands for, each shared node once
+    open_nodes: set[int] = set()  # the nodes being counted: the path from the root
+
+    def count(node: Node) -> int:
+        if id(node) in expanded:
+            return expanded[id(node)]
+        if id(node) in open_nodes:
+            raise ParamsError(
+                f"{_where(node, path)}: a recursive alias (a value that contains itself)"
+            )
+        children: list[Node] = []
+        if isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, SequenceNode):
+            children = node.value
+        open_nodes.add(id(node))
+        total = 1
+        for child in children:
+            total += count(child)
+            if total > MAX_EXPANDED_NODES:  # stop at once: the innermost value to blame
+                raise ParamsError(
+                    f"{_where(node, path)}: this value's aliases expand it to more than "
+                    f"{MAX_EXPANDED_NODES:,} YAML nodes (an alias bomb?); write it out plainly"
+                )
+        open_nodes.discard(id(node))
+        expanded[id(node)] = total
+        return total
+
+    if root is not None:
+        count(root)
+
+
+def _where(node: Node, path: str | Path) -> str:
+    mark = node.start_mark
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
 
 
 def _describe_yaml_error(error: MarkedYAMLError, path: str | Path) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -32,6 +32,9 @@ _UNREADABLE = (
     ValueError,
     Image.DecompressionBombError,
 )
+# Raw pixels, as an image file holds them: the values every saved model takes (it scales them
+# itself). Anything else would be scaled into nonsense, and answered with confident nonsense.
+PIXEL_MIN, PIXEL_MAX = 0, 255
 # Softmax rows sum to 1 up to float32 rounding; anything further off is not a probability.
 _SUM_TOLERANCE = 1e-3
 
@@ -125,7 +128,8 @@ def _to_model_input(image: Image.Image, input_shape: tuple[int, int, int]) -> np
 
 def load_batch(path: Path, input_shape: tuple[int, int, int]) -> np.ndarray:
     """A `.npy` file of raw pixels as a float32 batch (N, H, W, C); one image (H, W, C) is a batch
-    of one. Any other shape raises a `ValueError` naming the file and both shapes.
+    of one. Any other shape raises a `ValueError` naming the file and both shapes; a value that
+    is not a raw pixel (NaN, infinite, outside 0..255) one naming the file and the image.
 
     The header is checked against the model and the file's size before any data is read, so a
     header that claims terabytes is refused, not allocated."""
@@ -144,9 +148,38 @@ def load_batch(path: Path, input_shape: tuple[int, int, int]) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path}: not a .npy array file ({error})") from error
-    if array.shape == expected:
+    single = array.shape == expected
+    if single:
         array = array[np.newaxis]
+    # Before the cast: a float64 beyond float32's range would become inf and hide its value.
+    check_pixels(array, lambda index: f"{path}" if single else f"{path}[{index}]")
     return array.astype(np.float32)
+
+
+def check_pixels(batch: np.ndarray, name: Callable[[int], str]) -> None:
+    """A `ValueError` naming the first image of `batch` (N, H, W, C) that holds a value no image
+    file holds: NaN, infinite, or outside 0..255 (`name(index)` names the image)."""
+    values = batch.reshape(len(batch), -1)
+    if values.dtype.kind == "f":
+        nonfinite = ~np.isfinite(values).all(axis=1)
+        if nonfinite.any():
+            index = int(np.argmax(nonfinite))
+            found = "NaN" if np.isnan(values[index]).any() else "an infinite value"
+            raise ValueError(_pixel_error(name(index), found, int(nonfinite.sum())))
+    low, high = values.min(axis=1), values.max(axis=1)
+    outside = (low < PIXEL_MIN) | (high > PIXEL_MAX)
+    if outside.any():
+        index = int(np.argmax(outside))
+        found = f"values from {low[index]:g} to {high[index]:g}"
+        raise ValueError(_pixel_error(name(index), found, int(outside.sum())))
+
+
+def _pixel_error(image: str, found: str, count: int) -> str:
+    others = f" (and {count - 1} more image{'s' * (count > 2)})" if count > 1 else ""
+    return (
+        f"{image}: holds {found}{others}; expected raw pixels in {PIXEL_MIN}..{PIXEL_MAX}, "
+        "as an image file holds them (the model scales them itself)"
+    )
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:

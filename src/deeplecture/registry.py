@@ -4,21 +4,28 @@ Each evaluate stage registers the LoggedModel its training logged as a new versi
 registered model `<dataset>-<variant>` (prefixed like the experiments, tracking.experiment_name),
 and moves the alias named after the run's profile to it: `models:/cifar10-cnn74@full` is always
 the newest model trained with the lecture's settings, `@smoke` the newest smoke run.
+
+On a class server, a name that another account may change (EDIT or MANAGE: it could move the
+alias to a version of its own, and a model from code runs its code on whoever serves it) is
+refused in one line before anything is registered (team/holders.py).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from deeplecture import tracking
+from deeplecture.team import holders, names
 
 
 def registered_model_name(dataset: str, variant: str) -> str:
-    return tracking.experiment_name(f"{dataset}-{variant}")
+    return tracking.experiment_name(names.registered_model_base(dataset, variant))
 
 
 def register(record: dict[str, Any], dataset: str, payload: dict[str, Any]) -> ModelVersion | None:
@@ -36,6 +43,11 @@ def register(record: dict[str, Any], dataset: str, payload: dict[str, Any]) -> M
         "data_digest": record["data_digest"],
     }
     try:
+        with tracking.store_calls(f"checking who holds the model {name}"):
+            problem = held_elsewhere(name)
+        if problem:
+            print(f"warning: model not registered: {problem}", file=sys.stderr)
+            return None
         with tracking.store_calls(f"registering the model {name}"):
             client = mlflow.MlflowClient()
             version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
@@ -45,3 +57,44 @@ def register(record: dict[str, Any], dataset: str, payload: dict[str, Any]) -> M
         return None
     print(f"registered {name} version {version.version}, alias @{record['profile']}")
     return version
+
+
+def held_elsewhere(name: str) -> str | None:
+    """Why the registered model `name` must not be registered into: it exists on a class server
+    and an account other than this one may change it. None where nobody else holds it, or the
+    store has no accounts."""
+    server = tracking.tracking_uri()
+    if not server.startswith(("http://", "https://")):
+        return None
+    mine = holders.own_permissions(server)
+    if mine is None or not _registered_model_exists(name):
+        return None
+    me = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    if not mine["is_admin"]:
+        own = {resource for resource, _ in holders.writes(mine["permissions"])}
+        if not own & {("registered_model", name), ("registered_model", holders.ANY)}:
+            return (
+                f"the registered model {name} exists and another account holds it: yours "
+                f"({me}) may not add versions to it; ask the teacher (deeplecture-accounts "
+                "names its holder)"
+            )
+        return None
+    everyone = holders.of(holders.write_holders(server), "registered_model", name)
+    others = {user: permission for user, permission in everyone.items() if user != me}
+    if others:
+        return (
+            f"the registered model {name} is also held by {holders.describe(others)}, who could "
+            "move its aliases to versions of their own: revoke that permission or delete the "
+            "model (deeplecture-accounts lists such names), then rerun evaluate"
+        )
+    return None
+
+
+def _registered_model_exists(name: str) -> bool:
+    try:
+        mlflow.MlflowClient().get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True

@@ -12,7 +12,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,21 +23,21 @@ XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 class TrainingInterrupted(BaseException):
     """The process was asked to stop (SIGTERM); the run is marked KILLED, its checkpoint kept.
 
-    A BaseException, as KeyboardInterrupt is: the signal can arrive inside any library call, and
-    libraries catch `Exception` to wrap it (MLflow turns any error in a database session into an
-    MlflowException), which would disguise a kill as a failing store."""
+    A BaseException, as KeyboardInterrupt is: it is raised from Keras callbacks and other code
+    that runs inside libraries, and libraries catch `Exception` to wrap it (MLflow turns any
+    error in a database session into an MlflowException), which would disguise a stop as a
+    failing store."""
 
 
-# SIGINT is Ctrl-C: it raises KeyboardInterrupt, as Python's own handler does.
+# SIGINT is Ctrl-C: it becomes KeyboardInterrupt, as with Python's own handler.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class _Deferral:
-    """Process-wide, as signals are: how deep the main thread is in deferring blocks, and the
-    stop signal that arrived meanwhile."""
+class _StopRequest:
+    """Process-wide, as signals are: the first stop signal received while `stop_requests_heard`
+    is in force, or None."""
 
-    depth = 0
-    pending: int | None = None
+    signum: int | None = None
 
 
 def _interruption(signum: int) -> BaseException:
@@ -47,54 +46,56 @@ def _interruption(signum: int) -> BaseException:
     return TrainingInterrupted(f"received signal {signal.Signals(signum).name}")
 
 
+def _record_stop(signum: int, frame: object) -> None:
+    # Only a record: an exception raised here would surface wherever Python happens to be, and
+    # where that is a garbage-collector callback, a `__del__` or a `finally` that raises its own
+    # error, Python prints or replaces it and the stop is lost (SQLAlchemy runs GC callbacks
+    # while MLflow opens a run). The code acts on the record at its safe points instead.
+    if _StopRequest.signum is None:
+        _StopRequest.signum = signum  # already stopping: the first signal says why
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal has arrived and not been acted on yet."""
+    return _StopRequest.signum is not None
+
+
+def raise_if_stop_requested() -> None:
+    """A safe point: raise `TrainingInterrupted` (SIGTERM) or KeyboardInterrupt (Ctrl-C) if a
+    stop signal has arrived. Raises again at every later safe point, so a caller that swallows
+    the exception cannot make the stop go away."""
+    if _StopRequest.signum is not None:
+        raise _interruption(_StopRequest.signum)
+
+
 @contextlib.contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """Turn SIGTERM into `TrainingInterrupted` (and Ctrl-C into KeyboardInterrupt, as Python
-    does), so cleanup runs; inside `stop_signals_deferred`, only once that block is done.
+def stop_requests_heard() -> Iterator[None]:
+    """Record SIGTERM and Ctrl-C inside the block instead of ending the process at once; the
+    code acts on them at its safe points (`raise_if_stop_requested`: between training steps,
+    between the stage's phases, before a run is closed FINISHED), and at the latest as the block
+    ends, so a stop is never lost, wherever it lands.
 
-    Without this, `kill` ends Python at once: the MLflow run would stay RUNNING forever.
+    Without this, `kill` ends Python at once: the MLflow run would stay RUNNING forever. Not
+    reentrant: one block for the process, in the main thread (the only one signals reach).
     """
-
-    def handler(signum: int, frame: object) -> None:
-        if _Deferral.depth:
-            _Deferral.pending = _Deferral.pending or signum  # already stopping: one is enough
-            return
-        raise _interruption(signum)
-
     # A signal this process was started ignoring stays ignored: a shell script's background
     # jobs ignore SIGINT so that Ctrl-C on the script does not stop them too.
+    _StopRequest.signum = None
     previous = {
-        number: signal.signal(number, handler)
+        number: signal.signal(number, _record_stop)
         for number in STOP_SIGNALS
         if signal.getsignal(number) is not signal.SIG_IGN
     }
     try:
         yield
     finally:
-        for number, earlier in previous.items():
-            signal.signal(number, earlier)
-
-
-@contextlib.contextmanager
-def stop_signals_deferred() -> Iterator[None]:
-    """Hold a stop signal that arrives inside the block until the block is done, then raise it.
-
-    For calls that must not be cut in half: an exception raised between two SQL statements of
-    MLflow's store leaves its session unusable or SQLite locked, so the call that would mark the
-    run KILLED fails and the run stays RUNNING. The wait is bounded by the store's own timeouts.
-    Signals reach only the main thread, so other threads defer nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _Deferral.depth += 1
-    try:
-        yield
-    finally:
-        _Deferral.depth -= 1
-        if not _Deferral.depth and _Deferral.pending is not None:
-            signum, _Deferral.pending = _Deferral.pending, None
-            raise _interruption(signum)  # also over the block's own error: a stop was asked
+        for number, handler in previous.items():
+            signal.signal(number, handler)  # from here a stop takes its earlier way
+        signum, _StopRequest.signum = _StopRequest.signum, None
+    # The last safe point: a stop that arrived after the block's last one still ends it (when
+    # the block ends on an error of its own, that error says why it ended).
+    if signum is not None:
+        raise _interruption(signum)
 
 
 def request_deterministic_kernels() -> None:

@@ -94,8 +94,9 @@ def request_frame(images: np.ndarray) -> pd.DataFrame:
 
 
 def log_model(model_path: Path, name: str, example_images: np.ndarray) -> str:
-    """Log the saved model file as a LoggedModel called `name` that MLflow can serve (image files
-    in, class names and probabilities out); return its model id."""
+    """Log the saved model file as the active run's one LoggedModel called `name`, which MLflow
+    can serve (image files in, class names and probabilities out); return its model id."""
+    delete_earlier_models(name)
     artifacts = {KERAS_ARTIFACT: str(model_path)}
     example = request_frame(example_images)
     # The output's columns (one per class name) come from a real prediction.
@@ -123,6 +124,31 @@ def log_model(model_path: Path, name: str, example_images: np.ndarray) -> str:
         pip_requirements=requirements,
     )
     return info.model_id
+
+
+def delete_earlier_models(name: str) -> None:
+    """Delete (and say so) the active run's LoggedModels called `name`.
+
+    A resumed run may hold one already: its attempt was stopped while logging (PENDING, or READY
+    when a SIGTERM waited for the call) or before its record was written. Only the model logged
+    now is named by the record; a second one of the same name would leave which to serve or
+    register a guess. Deletion is MLflow's soft delete (`mlflow gc` frees the artifacts)."""
+    run = mlflow.active_run()
+    if run is None:
+        return
+    earlier = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    for model in earlier:
+        if model.name == name:  # compared here: a name is never spliced into the filter
+            client.delete_logged_model(model.model_id)
+            print(
+                f"deleted LoggedModel {model.model_id} ({model.status}), logged by an "
+                f"interrupted attempt of this run: {name} is logged anew"
+            )
 
 
 def _requirement(package: str) -> str:

@@ -27,17 +27,18 @@ import keras
 import mlflow
 import numpy as np
 import psutil
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 
 from deeplecture.project import git_commit, project_root
-from deeplecture.runtime import TrainingInterrupted, stop_signals_deferred
+from deeplecture.runtime import TrainingInterrupted, raise_if_stop_requested
 
 STORE_FILE = "mlflow.db"
 PREFIX_VARIABLE = "DEEPLECTURE_EXPERIMENT_PREFIX"
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SQLITE_BUSY_TIMEOUT_S = 60
+_LOCK_ROUND_S = 0.5  # how long a stop signal may wait for the store's creation lock
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -104,16 +105,32 @@ def use_project_store() -> str:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if uri.startswith("sqlite:"):
         _check_sqlite_writable(_sqlite_path(uri))
-    lock = (
-        FileLock(project_root() / f".{STORE_FILE}.lock")
-        if uri.startswith("sqlite:")
-        else contextlib.nullcontext()
-    )
     # The first query creates a new SQLite store's tables: under a file lock, so that two
     # parallel experiments do not both try to create them.
-    with lock, store_calls("opening it"):
+    with _store_creation_lock(uri), store_calls("opening it"):
         mlflow.MlflowClient().search_experiments(max_results=1)
     return uri
+
+
+@contextlib.contextmanager
+def _store_creation_lock(uri: str) -> Iterator[None]:
+    """The lock held while a SQLite store is first queried; none for a server.
+
+    Waited for in short rounds with a safe point between them: the other holder may take long,
+    and a stop signal must not wait for it."""
+    if not uri.startswith("sqlite:"):
+        yield
+        return
+    lock = FileLock(project_root() / f".{STORE_FILE}.lock")
+    while True:
+        raise_if_stop_requested()
+        with contextlib.suppress(Timeout):
+            lock.acquire(timeout=_LOCK_ROUND_S)
+            break
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -121,11 +138,11 @@ def store_calls(doing: str) -> Iterator[None]:
     """Turn any failure of the store inside the block into one `TrackingUnavailable` that names
     the store, what failed and what to do. `doing` says what the block was doing.
 
-    A stop signal (SIGTERM, Ctrl-C) that arrives inside waits for the block to finish: cut in
-    half, the store could no longer mark the run KILLED."""
+    A stop signal (SIGTERM, Ctrl-C) never cuts a store call in half (it would leave the store
+    unable to mark the run KILLED): it is only recorded, and acted on at the next safe point
+    (`runtime.stop_requests_heard`)."""
     try:
-        with stop_signals_deferred():
-            yield
+        yield
     except (TrainingInterrupted, KeyboardInterrupt, TrackingUnavailable):
         raise
     except Exception as error:  # requests, sqlalchemy, sqlite3 and mlflow each raise their own
@@ -279,10 +296,9 @@ def tracked_run(
     commit). When the store itself failed, closing the run is tried once and may fail too: the
     caller keeps the run id, so a rerun resumes it or closes it.
     """
+    raise_if_stop_requested()  # stopped before: no run to open
     use_project_store()
     try:
-        # Inside the `try`: a stop signal held while the run opens is raised as this block ends,
-        # and the run it opened must be closed as KILLED too.
         with store_calls("starting the run"):
             experiment_id = ensure_experiment(experiment_name(experiment))
             run = _reopen(resume_run_id) if resume_run_id else None
@@ -290,7 +306,11 @@ def tracked_run(
                 run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
             else:
                 mlflow.set_tags(tags)
+        raise_if_stop_requested()  # stopped while the run opened: it is closed KILLED
         yield run
+        # The last safe point of the run: a stop that arrived after the block's own safe points
+        # (its final writes, its model upload) still makes the run KILLED, never FINISHED.
+        raise_if_stop_requested()
     except (TrainingInterrupted, KeyboardInterrupt):
         _end_run(RunStatus.KILLED)
         raise
@@ -304,7 +324,7 @@ def tracked_run(
 def _end_run(status: int) -> None:
     # Already failing: a store that is down must not replace the real error with its own.
     # mlflow.end_run forgets the active run before it calls the store, so nothing retries later.
-    with stop_signals_deferred(), contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):
         mlflow.end_run(RunStatus.to_string(status))
 
 

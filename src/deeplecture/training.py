@@ -26,15 +26,21 @@ import mlflow
 import numpy as np
 
 from deeplecture import distribution, model_file, served_model, tracking
-from deeplecture.atomic import atomic_path, write_json
-from deeplecture.checkpoints import Checkpoint, TrainingState, changed_settings, fingerprint
+from deeplecture.atomic import atomic_path, check_writable, write_json
+from deeplecture.checkpoints import (
+    STATE_FILE,
+    Checkpoint,
+    TrainingState,
+    changed_settings,
+    fingerprint,
+)
 from deeplecture.data.processed import ProcessedData
 from deeplecture.data.splits import ImageSplit
 from deeplecture.distribution import Layout
 from deeplecture.loops import run_epochs
 from deeplecture.loops.fast import VALIDATION_BATCH_SIZE
 from deeplecture.models import Variant, get_variant
-from deeplecture.params import EngineParams, Params, TrainParams
+from deeplecture.params import EngineParams, Params, ParamsError, TrainParams
 from deeplecture.runtime import (
     describe_device,
     describe_versions,
@@ -84,7 +90,7 @@ def build_model(
     the lecture compiles it: what the pipeline trains, and what the benchmark's pipeline arm
     trains."""
     with dtype_policy(engine.precision):
-        model = variant.build(scaling, params.augment)
+        model = variant.build(scaling, params.augmentation)
     return compile_model(model, params)
 
 
@@ -110,6 +116,16 @@ def fit_and_validation_sets(
         np.concatenate([data.train.labels, data.validation.labels]),
     )
     return combined, data.test
+
+
+def check_batch_size(variant_name: str, batch_size: int, fit_images: int) -> None:
+    """Refuse a batch larger than the images it is drawn from: every batch would be the whole
+    split (fewer, larger steps than asked for) while the run records the batch size asked for."""
+    if batch_size > fit_images:
+        raise ParamsError(
+            f"train.{variant_name}.batch_size: {batch_size} is larger than the {fit_images} "
+            f"images it trains on; use at most {fit_images}"
+        )
 
 
 @contextlib.contextmanager
@@ -179,7 +195,9 @@ def train_variant(
     """Train one variant at its params, resuming its checkpoint if one exists; return the record.
 
     Raises `TrackingUnavailable` (store down, read-only or damaged; finished epochs are kept),
-    `CheckpointBusy` (the same settings are training in another process) or `TrainingDiverged`.
+    `CheckpointBusy` (the same settings are training in another process), `TrainingDiverged`,
+    or, before any work, `NotWritable` (an output's folder takes no file) or `ParamsError` (a
+    batch larger than the images it is drawn from).
     """
     variant = get_variant(variant_name)
     with _distributed(params.engine) as layout:
@@ -193,8 +211,17 @@ def train_variant(
         if layout.processes > 1:
             # Processes of one run on one machine must not share (and lock) a checkpoint.
             settings["process"] = f"{layout.process_id}/{layout.processes}"
-        with Checkpoint(outputs.checkpoints, variant_name, fingerprint(settings)) as checkpoint:
+        checkpoint = Checkpoint(outputs.checkpoints, variant_name, fingerprint(settings))
+        check_outputs_writable(outputs, checkpoint)
+        with checkpoint:
             return _train_in(variant, params, data, outputs, checkpoint, settings, layout)
+
+
+def check_outputs_writable(outputs: TrainingOutputs, checkpoint: Checkpoint) -> None:
+    """Fail before any epoch, naming the path, where an output could not be written: found
+    when the last epoch is done, a read-only folder would cost the whole training."""
+    for path in (outputs.model, outputs.record, outputs.history, checkpoint.folder / STATE_FILE):
+        check_writable(path)
 
 
 @contextlib.contextmanager
@@ -241,6 +268,7 @@ def _train_in(
     train_params, engine = params.train[variant.name], params.engine
     tracking.use_project_store()  # a store that cannot be used fails before any work
     fit_set, validation_set = fit_and_validation_sets(data, train_params)
+    check_batch_size(variant.name, train_params.batch_size, len(fit_set))
     distribution.check_batches(layout, len(fit_set), train_params.batch_size)
     distribution.check_batches(layout, len(validation_set), VALIDATION_BATCH_SIZE, "validation")
     seed_everything(train_params.seed, engine.deterministic)
@@ -390,6 +418,7 @@ def _finish(
         "data_digest": data.digest,
         "data_source": getattr(params.data, variant.dataset).effective_source,
         "profile": params.profile,
+        "augmentation": train_params.augmentation,  # the report states what it changes
         "backend": keras.backend.backend(),
         "engine": params.engine.model_dump(),
         "device": describe_device(),
@@ -439,7 +468,7 @@ def _fit(
                 lambda epoch, _current: lecture88_schedule(epoch, base_rate)
             )
         )
-    # A resumed run continues with a new batch order: the seed moves on with the epochs done.
+    # One batch stream for the whole run: a resumed run takes it up where its epoch starts.
     run_epochs(
         model,
         params,
@@ -447,7 +476,7 @@ def _fit(
         fit_set,
         validation_set,
         initial_epoch=state.epochs_done,
-        batch_seed=params.seed + state.epochs_done,
+        batch_seed=params.seed,
         callbacks=callbacks,
         progress_name=state.settings["variant"],
     )

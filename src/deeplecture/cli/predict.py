@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="IMAGE",
         help="any image file Pillow reads (converted and resized to the model's input), "
-        "or a .npy array of raw pixels: one image (H, W, C) or a batch (N, H, W, C)",
+        "or a .npy array of raw pixels (numbers in 0..255, any integer or float type): one "
+        "image (H, W, C) or a batch (N, H, W, C)",
     )
     parser.add_argument(
         "--top", type=positive_int, default=3, help="classes shown per image (default 3)"
@@ -118,7 +119,8 @@ def load_classifier(path: Path) -> tuple[Classifier, tuple[int, int, int], tuple
     def probabilities(batch: np.ndarray) -> np.ndarray:
         return model.predict(batch, batch_size=runtime.CHUNK, verbose=0)
 
-    return probabilities, predict.model_image_shape(model), model_file.class_names(path)
+    names = model_file.class_names(path, outputs=model.output_shape[-1])
+    return probabilities, predict.model_image_shape(model), names
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,13 @@ by `measure_edge`, the report and `deeplecture-predict`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from deeplecture.atomic import write_text
+
+# One document and one reader for class names, wherever they travel (inside a .keras file too).
+from deeplecture.model_file import class_names_document, parse_class_names
 
 # Format -> file name, in the order the report lists them.
 FORMAT_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "litert": "model.tflite"}
@@ -25,29 +27,15 @@ ONNX_CLASS_NAMES_KEY = "deeplecture.class_names"
 SUFFIX_KINDS = {".onnx": "ONNX model", ".tflite": "LiteRT (.tflite) model"}
 
 
-def class_names_document(class_names: Sequence[str]) -> str:
-    """The class names as `class_names.json` and the ONNX metadata both hold them."""
-    return json.dumps({"class_names": list(class_names)}, indent=2)
-
-
-def parse_class_names(text: str, source: object) -> tuple[str, ...]:
-    """The names of a `class_names_document`; a `ValueError` naming `source` if it is not one."""
-    try:
-        names = json.loads(text).get("class_names")
-    except (ValueError, AttributeError):
-        names = None
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise ValueError(f'{source}: expected class names as {{"class_names": [name, ...]}}')
-    return tuple(names)
-
-
 def write_class_names(folder: Path, class_names: Sequence[str]) -> None:
     write_text(folder / CLASS_NAMES_FILE, class_names_document(class_names) + "\n")
 
 
-def sidecar_class_names(model_path: Path) -> tuple[str, ...] | None:
-    """The names in `class_names.json` beside an exported file, or None if there is none."""
+def sidecar_class_names(model_path: Path, outputs: int | None = None) -> tuple[str, ...] | None:
+    """The names in `class_names.json` beside an exported file (for `outputs` outputs, when
+    given), or None if there is none; a one-line `ValueError` if it is not a class-names
+    document."""
     sidecar = Path(model_path).parent / CLASS_NAMES_FILE
     if not sidecar.is_file():
         return None
-    return parse_class_names(sidecar.read_text(), sidecar)
+    return parse_class_names(sidecar.read_bytes(), sidecar, outputs)

@@ -29,16 +29,19 @@ CHUNK = 256
 
 
 class EdgeModel:
-    """An exported image classifier: `input_shape` is (None, H, W, C) like a Keras model's, so
-    `predict.model_image_shape` reads both."""
+    """An exported image classifier: `input_shape` is (None, H, W, C) and `output_shape`
+    (None, classes) like a Keras model's, so code that checks a model's shapes reads both."""
 
+    format: str  # the export stage's name of its format: onnx, litert
     path: Path
     input_shape: tuple[None, int, int, int]
+    output_shape: tuple[None, int]
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes) of a float32 batch (N, H, W, C) of raw pixels."""
+    def predict(self, batch: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+        """Class probabilities (N, classes) of a float32 batch (N, H, W, C) of raw pixels, run
+        `chunk` images at a time."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        parts = [self.run(batch[start : start + CHUNK]) for start in range(0, len(batch), CHUNK)]
+        parts = [self.run(batch[start : start + chunk]) for start in range(0, len(batch), chunk)]
         return np.concatenate(parts)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -46,8 +49,9 @@ class EdgeModel:
         raise NotImplementedError
 
     def class_names(self) -> tuple[str, ...] | None:
-        """The names carried by the file, else those in `class_names.json` beside it."""
-        return sidecar_class_names(self.path)
+        """The names carried by the file, else those in `class_names.json` beside it; a
+        `ValueError` if they are not one distinct name per output."""
+        return sidecar_class_names(self.path, self.output_shape[1])
 
 
 def is_exported(path: Path) -> bool:
@@ -75,6 +79,8 @@ _NOT_ONNX = ("INVALID_PROTOBUF", "Protobuf parsing failed", "No graph was found"
 
 
 class OnnxModel(EdgeModel):
+    format = "onnx"
+
     def __init__(self, path: Path) -> None:
         ort = _import("onnxruntime", "ONNX Runtime")
         options = ort.SessionOptions()
@@ -94,6 +100,7 @@ class OnnxModel(EdgeModel):
             raise ValueError(f"{path}: input of type {model_input.type}, expected tensor(float)")
         self.input_name = model_input.name
         self.input_shape = _image_batch_shape(path, model_input.shape)
+        self.output_shape = _class_batch_shape(path, outputs[0].shape)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
@@ -102,7 +109,8 @@ class OnnxModel(EdgeModel):
         carried = self.session.get_modelmeta().custom_metadata_map.get(ONNX_CLASS_NAMES_KEY)
         if carried is None:
             return super().class_names()
-        return parse_class_names(carried, f"{self.path} (its metadata {ONNX_CLASS_NAMES_KEY})")
+        source = f"{self.path} (its metadata {ONNX_CLASS_NAMES_KEY})"
+        return parse_class_names(carried, source, self.output_shape[1])
 
 
 # What the LiteRT interpreter says of a file that is not a whole flatbuffer model.
@@ -110,6 +118,8 @@ _NOT_LITERT = ("not a valid Flatbuffer", "mmap of size 0")
 
 
 class LiteRTModel(EdgeModel):
+    format = "litert"
+
     def __init__(self, path: Path) -> None:
         interpreter_module = _import("ai_edge_litert.interpreter", "the LiteRT runtime")
         try:
@@ -129,6 +139,9 @@ class LiteRTModel(EdgeModel):
         self.output_index = outputs[0]["index"]
         signature = [int(size) for size in inputs[0]["shape_signature"]]  # numpy ints
         self.input_shape = _image_batch_shape(path, signature)
+        self.output_shape = _class_batch_shape(
+            path, [int(size) for size in outputs[0]["shape_signature"]]
+        )
         self._allocated_batch = 0
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -177,6 +190,15 @@ def _image_batch_shape(path: Path, shape: list) -> tuple[None, int, int, int]:
             f"{path}: model input {tuple(shape)} is not one fixed-size image batch (N, H, W, C)"
         )
     return (None, *(int(size) for size in fixed))
+
+
+def _class_batch_shape(path: Path, shape: list) -> tuple[None, int]:
+    """(None, classes) from a runtime's output shape, whose batch axis may be a name or -1."""
+    if len(shape) != 2 or not (isinstance(shape[1], int) and shape[1] > 0):
+        raise ValueError(
+            f"{path}: model output {tuple(shape)} is not one probability row per image (N, classes)"
+        )
+    return (None, int(shape[1]))
 
 
 def _import(module: str, what: str):

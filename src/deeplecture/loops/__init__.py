@@ -14,6 +14,29 @@ from deeplecture.loops.batches import endless_batches, steps_in_epoch
 from deeplecture.loops.fast import fit_fast
 from deeplecture.params import EngineParams, TrainParams
 from deeplecture.progress import StageProgress
+from deeplecture.runtime import raise_if_stop_requested
+
+
+class StopAtSafePoints(keras.callbacks.Callback):
+    """Act on a recorded stop signal (`runtime.stop_requests_heard`) between the loop's calls:
+    before the first epoch (after the step is compiled), after each call or step, each
+    validation batch and each epoch. Last among the callbacks: the epoch that just finished is
+    checkpointed and logged before the stop ends the loop."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        raise_if_stop_requested()
 
 
 def run_epochs(
@@ -31,18 +54,22 @@ def run_epochs(
     """Train the compiled `model` from `initial_epoch` to `params.epochs` with `engine.loop`.
 
     The one place that picks the loop: the pipeline and the benchmark both call it. `fit` is
-    the reference: `Model.fit` as the lecture's scripts call it. Batches come from
-    `shuffled_passes(batch_seed)` in both loops (`Model.fit` shuffles one pass an epoch itself
-    when the variant has no `steps_per_epoch`). Both loops report through `StageProgress`
-    (named `progress_name`): a bar on a terminal, a line every few seconds elsewhere."""
+    the reference: `Model.fit` as the lecture's scripts call it. Batches come from one stream,
+    `shuffled_passes(batch_seed)`, in both loops, and a run resumed at `initial_epoch` takes
+    them from where that epoch starts in the stream: it sees the batches an uninterrupted run
+    sees (Keras' own shuffling would start over at every resume). Both loops report through
+    `StageProgress` (named `progress_name`): a bar on a terminal, a line every few seconds
+    elsewhere. A stop signal recorded meanwhile ends the loop at its next safe point."""
+    steps = steps_in_epoch(len(fit_set), params.batch_size, params.steps_per_epoch)
     progress = StageProgress(
         progress_name,
         epochs=params.epochs,
         initial_epoch=initial_epoch,
-        steps=steps_in_epoch(len(fit_set), params.batch_size, params.steps_per_epoch),
+        steps=steps,
         batch_size=params.batch_size,
     )
-    callbacks = [*callbacks, progress]  # last: an epoch line shows what the others logged
+    # Progress after the others: an epoch line shows what they logged; the stop last of all.
+    callbacks = [*callbacks, progress, StopAtSafePoints()]
     if engine.loop == "fast":
         fit_fast(
             model,
@@ -57,17 +84,16 @@ def run_epochs(
             callbacks=callbacks,
         )
         return
-    common = {
-        "epochs": params.epochs,
-        "initial_epoch": initial_epoch,
-        "validation_data": (validation_set.images, validation_set.onehot),
-        "callbacks": callbacks,
-        "verbose": 0,  # StageProgress reports
-    }
-    if params.steps_per_epoch is None:
-        model.fit(
-            fit_set.images, fit_set.onehot, batch_size=params.batch_size, shuffle=True, **common
-        )
-    else:
-        batches = endless_batches(fit_set, params.batch_size, seed=batch_seed)
-        model.fit(batches, steps_per_epoch=params.steps_per_epoch, **common)
+    batches = endless_batches(
+        fit_set, params.batch_size, seed=batch_seed, start=initial_epoch * steps
+    )
+    model.fit(
+        batches,
+        steps_per_epoch=steps,
+        epochs=params.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=(validation_set.images, validation_set.onehot),
+        callbacks=callbacks,
+        shuffle=False,  # the stream is shuffled: Keras would only warn that it cannot
+        verbose=0,  # StageProgress reports
+    )

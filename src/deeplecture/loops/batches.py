@@ -16,19 +16,25 @@ import numpy as np
 from deeplecture.data.splits import ImageSplit
 
 
-def shuffled_passes(count: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Reshuffled passes over `count` images, forever, like ImageDataGenerator.flow.
+def shuffled_passes(count: int, batch_size: int, seed: int, start: int = 0) -> Iterator[np.ndarray]:
+    """Reshuffled passes over `count` images, forever, like ImageDataGenerator.flow, from the
+    `start`-th batch of the stream on (a resumed run: the batches its epochs done consumed).
 
     With `steps_per_epoch` an "epoch" is a number of batches, not a pass (cnn88: 2,000 batches,
     1.28 passes), so batches keep coming across pass boundaries; the last batch of a pass is
     short, as in the generator. Indices are sorted within a batch: the gather reads memory in
-    order, and a batch is a set, so training is unchanged.
+    order, and a batch is a set, so training is unchanged. One generator for the whole stream,
+    so a resumed run sees the batches an uninterrupted one would have seen.
     """
     rng = np.random.default_rng(seed)
+    passes_done, offset = divmod(start, math.ceil(count / batch_size))
+    for _ in range(passes_done):
+        rng.permutation(count)  # drawn only to move the generator past the passes done
     while True:
         order = rng.permutation(count)
-        for start in range(0, count, batch_size):
-            yield np.sort(order[start : start + batch_size])
+        for first in range(offset * batch_size, count, batch_size):
+            yield np.sort(order[first : first + batch_size])
+        offset = 0
 
 
 def steps_in_epoch(count: int, batch_size: int, steps_per_epoch: int | None) -> int:
@@ -66,10 +72,9 @@ def group_steps(
 
 
 def endless_batches(
-    split: ImageSplit, batch_size: int, seed: int
+    split: ImageSplit, batch_size: int, seed: int, start: int = 0
 ) -> Iterator[tuple[np.ndarray, ...]]:
-    """`shuffled_passes` as (images, one-hot labels) batches, for `model.fit` (cnn88's
-    `steps_per_epoch`)."""
+    """`shuffled_passes` as (images, one-hot labels) batches, for `model.fit`."""
     onehot = split.onehot
-    for index in shuffled_passes(len(split), batch_size, seed):
+    for index in shuffled_passes(len(split), batch_size, seed, start):
         yield split.images[index], onehot[index]

@@ -38,12 +38,13 @@ def fit_fast(
     """Train `model` (compiled) from `initial_epoch` to `epochs` on `fit_set`.
 
     Batches come from `shuffled_passes(seed)`: one reshuffled pass an epoch, or
-    `steps_per_epoch` batches that run on across passes (cnn88), as the fit path's generator.
+    `steps_per_epoch` batches that run on across passes (cnn88), as the fit path's generator;
+    from `initial_epoch` on, the batches an uninterrupted run would see there.
     """
     runner = make_runner(model, fit_set.images, fit_set.onehot, batch_size, steps_per_call)
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
-    stream = shuffled_passes(len(fit_set), batch_size, seed)
     steps = steps_in_epoch(len(fit_set), batch_size, steps_per_epoch)
+    stream = shuffled_passes(len(fit_set), batch_size, seed, start=initial_epoch * steps)
     validation_labels = validation_set.onehot  # made once, not every epoch
 
     model.stop_training = False

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import keras
 
 from deeplecture.models import cifar10, fashion_mnist
+from deeplecture.params import Augmentation
 from deeplecture.scaling import Scaling
 
 
@@ -15,7 +16,7 @@ from deeplecture.scaling import Scaling
 class Variant:
     name: str
     dataset: str
-    build: Callable[[Scaling, bool], keras.Model]
+    build: Callable[[Scaling, Augmentation], keras.Model]
     lecture_param_count: int  # the lecture's printed total: the proof that the network is its
 
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 import keras
 from keras import layers, regularizers
 
+from deeplecture.augmentation import augmentation_layer
 from deeplecture.data.splits import NUM_CLASSES
 from deeplecture.models.common import scaling_layer, softmax_output
+from deeplecture.params import Augmentation
 from deeplecture.scaling import Scaling
 
 INPUT_SHAPE = (32, 32, 3)
 
 
-def build_cnn74(scaling: Scaling, augment: bool = False) -> keras.Model:
+def build_cnn74(scaling: Scaling, augmentation: Augmentation = "none") -> keras.Model:
     """Cifar10_CNN_74_Train.py: three convolutions, a 512-unit dense layer; 1,639,914 params."""
-    inputs, h = _stem(scaling, augment)
+    inputs, h = _stem(scaling, augmentation)
     h = layers.Conv2D(32, (3, 3), activation="relu", name="conv1")(h)
     h = layers.Dropout(0.2)(h)
     h = layers.Conv2D(32, (3, 3), activation="relu", padding="same", name="conv2")(h)
@@ -30,9 +32,9 @@ def build_cnn74(scaling: Scaling, augment: bool = False) -> keras.Model:
     return _dense_head(inputs, h, name="cnn74")
 
 
-def build_cnn79(scaling: Scaling, augment: bool = False) -> keras.Model:
+def build_cnn79(scaling: Scaling, augmentation: Augmentation = "none") -> keras.Model:
     """cnn74 with batch normalization on the input, before conv2 and before conv3; 1,640,182."""
-    inputs, h = _stem(scaling, augment)
+    inputs, h = _stem(scaling, augmentation)
     h = layers.BatchNormalization()(h)
     h = layers.Conv2D(32, (3, 3), activation="relu", name="conv1")(h)
     h = layers.Dropout(0.2)(h)
@@ -45,12 +47,12 @@ def build_cnn79(scaling: Scaling, augment: bool = False) -> keras.Model:
     return _dense_head(inputs, h, name="cnn79")
 
 
-def build_cnn84(scaling: Scaling, augment: bool = False) -> keras.Model:
+def build_cnn84(scaling: Scaling, augmentation: Augmentation = "none") -> keras.Model:
     """The 32-64-128 network of Cifar10_CNN_88_Train.py with L2(1e-4) kernels; 300,214 params.
 
     cnn84 is this network trained without augmentation; cnn88 is the same network with it.
     """
-    inputs, h = _stem(scaling, augment)
+    inputs, h = _stem(scaling, augmentation)
     h = layers.BatchNormalization()(h)
     h = _regularized_conv(32, "valid")(h)
     h = _regularized_conv(32, "valid")(h)
@@ -74,35 +76,19 @@ def build_cnn84(scaling: Scaling, augment: bool = False) -> keras.Model:
     return keras.Model(inputs, outputs, name="cnn84")
 
 
-def build_cnn88(scaling: Scaling, augment: bool = True) -> keras.Model:
+def build_cnn88(scaling: Scaling, augmentation: Augmentation = "lecture") -> keras.Model:
     """cnn84's network trained on augmented batches (the augmentation is part of the model)."""
-    model = build_cnn84(scaling, augment)
+    model = build_cnn84(scaling, augmentation)
     model.name = "cnn88"
     return model
 
 
-def augmentation() -> keras.Sequential:
-    """The lecture's ImageDataGenerator(rotation_range=15, width_shift_range=0.1,
-    height_shift_range=0.1, horizontal_flip=True) as preprocessing layers.
-
-    Same distribution: rotation uniform in ±15° (RandomRotation's factor is a fraction of a full
-    turn), shifts uniform in ±10 % of the size, a flip with probability 1/2, bilinear
-    interpolation and "nearest" fill like the generator's defaults. The layers are active only
-    while training, so evaluation and prediction see the image unchanged.
-    """
-    return keras.Sequential(
-        [
-            layers.RandomRotation(15 / 360, fill_mode="nearest"),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-            layers.RandomFlip("horizontal"),
-        ],
-        name="augmentation",
-    )
-
-
-def _stem(scaling: Scaling, augment: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+def _stem(
+    scaling: Scaling, augmentation: Augmentation
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     inputs = keras.Input(shape=INPUT_SHAPE, name="input")
-    h = augmentation()(inputs) if augment else inputs
+    augment = augmentation_layer(augmentation)
+    h = augment(inputs) if augment is not None else inputs
     return inputs, scaling_layer(scaling)(h)
 
 

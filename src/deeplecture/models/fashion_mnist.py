@@ -11,18 +11,21 @@ from keras import layers
 
 from deeplecture.data.splits import NUM_CLASSES
 from deeplecture.models.common import scaling_layer, softmax_output
+from deeplecture.params import Augmentation
 from deeplecture.scaling import Scaling
 
 INPUT_SHAPE = (28, 28, 1)
 
 
-def build_fashion(scaling: Scaling, augment: bool = False) -> keras.Model:
+def build_fashion(scaling: Scaling, augmentation: Augmentation = "none") -> keras.Model:
     """Conv 64 (2x2) -> pool -> conv 32 (2x2) -> pool -> Dense 256 -> 10; 412,778 params.
 
     The tutorial trains without augmentation, so there is none to switch on.
     """
-    if augment:
-        raise ValueError("the fashion variant has no augmentation: set train.fashion.augment=false")
+    if augmentation != "none":
+        raise ValueError(
+            "the fashion variant has no augmentation: set train.fashion.augmentation=none"
+        )
     inputs = keras.Input(shape=INPUT_SHAPE, name="input")
     h = scaling_layer(scaling)(inputs)
     h = layers.Conv2D(64, (2, 2), padding="same", activation="relu", name="conv1")(h)

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from deeplecture.atomic import write_json
+from deeplecture.project import git_commit, project_root
 
 # Absolute tolerances where no spread is measured. The smoke runs are seeded and deterministic on
 # one platform; the margin absorbs float rounding between machines of one platform, not a change
@@ -54,6 +56,29 @@ def platform_key(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
                 break
     isa = next((name for name in _KERNEL_ISAS if name in flags), "baseline")
     return f"{platform.machine()} {isa}"
+
+
+def measured_on(plots_root: Path, models: list[str], commit: str | None) -> tuple[str, dict]:
+    """The platform the run was measured on, and what the pin records of it (device, backend,
+    versions, commit), from its provenance files. A GPU run's platform is its device and backend
+    (`NVIDIA H200 jax`), wherever it is checked; a CPU run's is this machine's `platform_key`,
+    as the provenance names no instruction set. A `ValueError` if the models ran on several."""
+    stated = {}
+    for model in models:
+        path = plots_root / "provenance" / f"{model}.json"
+        stated[model] = json.loads(path.read_text()) if path.is_file() else {}
+    devices = {(p.get("device", ""), p.get("backend", "")) for p in stated.values()}
+    if len(devices) > 1:
+        shown = ", ".join(sorted(f"{d or '?'} ({b or '?'})" for d, b in devices))
+        raise ValueError(f"the metrics mix devices ({shown}): pin or check one platform's run")
+    device, backend = devices.pop() if devices else ("", "")
+    on_gpu = bool(device) and not device.startswith("CPU")
+    key = f"{device} {backend}" if on_gpu else platform_key()
+    versions: dict[str, str] = {}
+    for provenance in stated.values():  # a model that states none (older runs) adds none
+        versions.update(provenance.get("versions", {}))
+    record = {"device": device or None, "backend": backend or None, "versions": versions}
+    return key, {**record, "commit": commit}
 
 
 @dataclass(frozen=True)
@@ -82,7 +107,10 @@ def read_current(metrics_root: Path, metrics: list[str]) -> dict[str, dict[str, 
     for path in sorted(metrics_root.glob("*/*.json")):
         if path.parent.name == "foundations":
             continue
-        values = json.loads(path.read_text())
+        values = read_json(path)
+        missing = [key for key in metrics if not isinstance(values, dict) or key not in values]
+        if missing:  # the pin compares these: a metrics file without them is not comparable
+            raise ValueError(f"{path}: no {', '.join(missing)} in this metrics file")
         current[f"{path.parent.name}/{path.stem}"] = {key: values[key] for key in metrics}
     return current
 
@@ -119,7 +147,7 @@ def spread_tolerances(path: Path, profile: str | None) -> dict[str, dict[str, tu
     sweep, for each model it ran with n > 1; a `ProfileMismatch` if it ran another profile."""
     from deeplecture.sweeps.stats import spread
 
-    document = json.loads(path.read_text())
+    document = read_json(path)
     if not isinstance(document, dict) or "runs" not in document:
         raise ValueError(f"{path}: not a sweep collected by deeplecture-sweep (no runs)")
     runs = document["runs"]
@@ -185,6 +213,101 @@ def format_table(rows: list[Drift]) -> str:
     return "\n".join(lines)
 
 
+class _NotFinite(ValueError):
+    """A NaN or infinite number, which Python's json reads and JSON itself does not allow."""
+
+
+def _refuse_not_finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def read_json(path: Path) -> object:
+    """The JSON document at `path`, strictly: a one-line `ValueError` naming the file for text
+    that is not JSON (truncated, not UTF-8), NaN or Infinity, a number beyond float range, or
+    nesting deeper than the parser goes. Missing or unreadable files raise `OSError`."""
+    data = path.read_bytes()
+    try:
+        return json.loads(data, parse_constant=_refuse_not_finite, parse_float=_refuse_not_finite)
+    except _NotFinite as error:
+        raise ValueError(f"{path}: holds the number {error}, which JSON does not allow") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno}; "
+            "truncated?)"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 JSON text") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a metrics document") from None
+
+
+def new_pin() -> dict:
+    """What `pin` starts from where no pinned file exists yet."""
+    return {"tolerance": dict(DEFAULT_TOLERANCE), "platforms": {}}
+
+
+def read_pinned(path: Path, action: str) -> dict:
+    """The pinned file at `path`, checked by `check_pinned`. Missing, it is a new pin for `pin`
+    and a one-line `ValueError` for `check` and `summary`, which have nothing to compare with."""
+    if not path.exists():
+        if action == "pin":
+            return new_pin()
+        raise ValueError(
+            f"no pinned file at {path}: pin a run first (deeplecture-drift pin --pinned {path})"
+        )
+    document = read_json(path)
+    check_pinned(document, path)
+    return document  # type: ignore[return-value]  # check_pinned made sure it is a dict
+
+
+def check_pinned(document: object, path: Path) -> None:
+    """A one-line `ValueError` naming the file and the first key whose value has the wrong type:
+    a pin is `{"tolerance": {metric: number >= 0, ...}, "platforms": {platform: {"models":
+    {model: {metric: number, ...}}, ...}}, "profile": name}` (profile optional; keys it does not
+    name are kept as they are, so a pin may record more of its runs)."""
+
+    def refuse(where: str, expected: str, found: object) -> ValueError:
+        return ValueError(f"{path}: {where} should be {expected}, got {_shown(found)}")
+
+    if not isinstance(document, dict):
+        raise refuse("the document", "an object with tolerance and platforms", document)
+    if "profile" in document and not isinstance(document["profile"], str):
+        raise refuse("profile", "a profile name", document["profile"])
+    tolerance = document.get("tolerance")
+    if not (isinstance(tolerance, dict) and tolerance):
+        raise refuse("tolerance", "an object of metric: tolerance", tolerance)
+    for metric, value in tolerance.items():
+        if not (_is_number(value) and value >= 0):
+            raise refuse(f"tolerance.{metric}", "a number of at least 0", value)
+    platforms = document.get("platforms")
+    if not isinstance(platforms, dict):
+        raise refuse("platforms", "an object of platform: pin", platforms)
+    for name, pin in platforms.items():
+        models = pin.get("models") if isinstance(pin, dict) else None
+        if not isinstance(models, dict):
+            raise refuse(f"platforms[{name!r}].models", "an object of model: metrics", models)
+        for model, values in models.items():
+            where = f"platforms[{name!r}].models[{model!r}]"
+            if not isinstance(values, dict):
+                raise refuse(where, "an object of metric: number", values)
+            for metric, value in values.items():
+                if not _is_number(value):
+                    raise refuse(f"{where}.{metric}", "a number", value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """`value` as JSON, cut to `limit` characters: enough to recognize it in one line."""
+    text = "missing" if value is None else json.dumps(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare metrics with pinned ones, or pin them.")
     parser.add_argument("action", choices=["check", "pin", "summary"])
@@ -197,17 +320,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a collected seed sweep (reports/sweeps/<name>.json) of the pin's profile: "
         f"tolerances become {SPREAD_SIGMAS:g} standard deviations of its seeds",
     )
+    parser.add_argument(
+        "--commit",
+        help="pin: the code version the metrics were measured at (default: this checkout's)",
+    )
     args = parser.parse_args(argv)
 
-    here = platform_key()
-    document = (
-        json.loads(args.pinned.read_text())
-        if args.pinned.is_file()
-        else {"tolerance": DEFAULT_TOLERANCE, "platforms": {}}
-    )
-    current = read_current(args.metrics, list(document["tolerance"]))
-    profiles = read_profiles(args.plots or args.metrics.parent / "plots", list(current))
     try:
+        document = read_pinned(args.pinned, args.action)
+        current = read_current(args.metrics, list(document["tolerance"]))
+        plots = args.plots or args.metrics.parent / "plots"
+        profiles = read_profiles(plots, list(current))
+        here, measured_with = measured_on(
+            plots, list(current), args.commit or git_commit(project_root())
+        )
         profile = check_profile(document.get("profile"), profiles, args.pinned)
         measured = spread_tolerances(args.spread, document.get("profile")) if args.spread else {}
     except (ProfileMismatch, OSError, ValueError) as error:
@@ -215,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.action == "pin":
         document["profile"] = profile
-        document["platforms"][here] = {"models": current}  # other platforms' pins are kept
+        # other platforms' pins are kept
+        document["platforms"][here] = {"models": current, "measured_on": measured_with}
         write_json(args.pinned, document)
         print(f"pinned {len(current)} models of the {profile} profile for {here} in {args.pinned}")
         return 0

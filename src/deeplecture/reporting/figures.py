@@ -9,28 +9,49 @@ from matplotlib.figure import Figure
 
 from deeplecture.confusion import confusion_matrix
 from deeplecture.figure_file import save_png
-from deeplecture.reporting.results import ModelResult
+from deeplecture.reporting.results import ModelResult, Platform
+
+# One colour per platform that measured the progression, in the order the report lists them.
+PLATFORM_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
 
-def save_progression(results: list[ModelResult], path: Path) -> Path:
-    """One bar pair per model: the lecture's accuracy beside the reproduced one."""
-    figure = Figure(figsize=(max(6.0, 1.4 * len(results) + 2), 4.2))
+def save_progression(results: list[ModelResult], platforms: list[Platform], path: Path) -> Path:
+    """Per model, the lecture's accuracy beside each platform's reproduced one (the pipeline's
+    own runs first, then each measured platform); a platform that did not run a model has no
+    bar there."""
+    series = [("metrics/", results)] if results else []
+    series += [(platform.name, platform.results) for platform in platforms if platform.results]
+    by_variant = {r.variant: r for _, rows in series for r in rows}  # for the lecture's figure
+    variants = list(dict.fromkeys(r.variant for _, rows in series for r in rows))
+    width = 0.8 / (len(series) + 1)
+    figure = Figure(figsize=(max(6.0, (1.0 + 0.5 * len(series)) * len(variants) + 2), 4.4))
     axes = figure.add_subplot()
-    positions = np.arange(len(results))
-    lecture = [100 * r.metrics["lecture_accuracy"] for r in results]
-    reproduced = [100 * r.metrics["test_accuracy"] for r in results]
-    for offset, values, label, color in (
-        (-0.2, lecture, "lecture", "#9e9e9e"),
-        (0.2, reproduced, "reproduced", "#1f77b4"),
-    ):
-        bars = axes.bar(positions + offset, values, width=0.4, label=label, color=color)
-        axes.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=9, padding=2)
-    axes.set_xticks(positions, [r.variant for r in results])
+    positions = np.arange(len(variants))
+    lecture = {v: by_variant[v].metrics["lecture_accuracy"] for v in variants}
+    bars = [("lecture", "#9e9e9e", lecture)]
+    bars += [
+        (_series_label(name, rows), color, {r.variant: r.metrics["test_accuracy"] for r in rows})
+        for (name, rows), color in zip(series, PLATFORM_COLORS, strict=False)
+    ]
+    for index, (label, color, values) in enumerate(bars):
+        shown = [i for i, v in enumerate(variants) if v in values]
+        heights = [100 * values[variants[i]] for i in shown]
+        offset = (index - (len(bars) - 1) / 2) * width
+        drawn = axes.bar(positions[shown] + offset, heights, width=width, label=label, color=color)
+        axes.bar_label(drawn, labels=[f"{h:.1f}" for h in heights], fontsize=8, padding=2)
+    axes.set_xticks(positions, variants)
     axes.set_ylabel("test accuracy (%)")
     axes.set_ylim(0, 105)
     axes.set_title("The lecture's progression, reproduced")
-    axes.legend(loc="upper left")
+    axes.legend(loc="upper left", fontsize=8)
     return save_png(figure, path)
+
+
+def _series_label(name: str, rows: list[ModelResult]) -> str:
+    """A legend entry: where the bars were measured (device and backend, when the rows agree)."""
+    stacks = {(r.provenance.get("device", "?"), r.provenance.get("backend", "?")) for r in rows}
+    where = ", ".join(stacks.pop()) if len(stacks) == 1 else "several devices"
+    return f"{name}: {where}"
 
 
 def save_learning_curves(result: ModelResult, path: Path) -> Path:
@@ -46,7 +67,8 @@ def save_learning_curves(result: ModelResult, path: Path) -> Path:
         axes.set_ylabel(quantity)
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle(f"{result.variant}: learning curves")
+    on = f" ({result.platform})" if result.platform else ""
+    figure.suptitle(f"{result.variant}{on}: learning curves")
     return save_png(figure, path)
 
 
@@ -69,5 +91,6 @@ def save_confusion(result: ModelResult, path: Path) -> Path:
     for (row, col), count in np.ndenumerate(matrix):
         axes.text(col, row, str(count), ha="center", va="center", fontsize=7,
                   color="white" if count > threshold else "black")  # fmt: skip
-    axes.set_title(f"{result.variant}: confusion matrix (test)")
+    on = f" ({result.platform})" if result.platform else ""
+    axes.set_title(f"{result.variant}{on}: confusion matrix (test)")
     return save_png(figure, path)

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from deeplecture.cli import fail, positive_int
-from deeplecture.params import SWEEP_NAME_PATTERN, ParamsError, load_params
+from deeplecture.params import MAX_SEED, SWEEP_NAME_PATTERN, ParamsError, load_params
 from deeplecture.sweeps.queue import SweepError, SweepPlan, queue, start, wait
 
 SWEEPS_DIR = Path("reports/sweeps")
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plan(args: argparse.Namespace) -> SweepPlan:
+    seeds = _seeds(args.first_seed, args.seeds)
     params = load_params()
     variants = args.variants or list(params.variants["cifar10"])
     unknown = [variant for variant in variants if variant not in params.train]
@@ -66,9 +67,21 @@ def _plan(args: argparse.Namespace) -> SweepPlan:
     return SweepPlan(
         name=args.name,
         variants={variant: params.dataset_of(variant) for variant in variants},
-        seeds=tuple(range(args.first_seed, args.first_seed + args.seeds)),
+        seeds=seeds,
         overrides=tuple(args.set),
     )
+
+
+def _seeds(first: int, count: int) -> tuple[int, ...]:
+    """Seeds `first` ... `first + count - 1`, each a valid `train.<variant>.seed`: refused now,
+    not when every queued experiment fails its params check later."""
+    last = first + count - 1
+    if first < 0 or last > MAX_SEED:
+        raise ParamsError(
+            f"--first-seed {first} --seeds {count}: seeds {first} ... {last} are not all "
+            f"in 0 ... {MAX_SEED}, the range of train.<variant>.seed"
+        )
+    return tuple(range(first, last + 1))
 
 
 def _collect(name: str, out: Path) -> int:

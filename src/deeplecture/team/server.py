@@ -7,7 +7,8 @@
         --artifacts /srv/deeplecture/artifacts --secrets /srv/deeplecture/server.secrets
 
 `start` checks what it is given, then replaces itself with `mlflow server` (same PID, so a
-service manager's SIGTERM stops MLflow itself): MLflow's own basic-auth app, both stores on
+service manager's SIGTERM stops MLflow itself): MLflow's own basic-auth app with one rule added
+(class_app.py: a student names experiments and models only `<username>-…`), both stores on
 PostgreSQL, artifacts proxied by the server (clients need no storage credentials), telemetry off,
 bound to 127.0.0.1 unless `--host` says otherwise. The secrets reach MLflow and libpq through the
 environment only (secrets.py); anything after `--` is passed to `mlflow server` as it is.
@@ -16,6 +17,7 @@ environment only (secrets.py); anything after `--` is passed to `mlflow server` 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 from deeplecture.team import secrets
 from deeplecture.team.secrets import SecretsError, ServerSecrets
 
+APP_NAME = "deeplecture-class"  # pyproject.toml's mlflow.app entry point: class_app.create_app
 DRIVER = "postgresql+psycopg2"  # SQLAlchemy's name for PostgreSQL through psycopg2 (SCALE.md)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PERMISSION = "READ"  # every account reads every experiment and model; writes its own
@@ -100,6 +103,9 @@ def server_command(
     for module, package in (("flask_wtf", "mlflow[auth]"), ("psycopg2", "psycopg2-binary")):
         if importlib.util.find_spec(module) is None:
             raise ServerError(f"{package} is not installed: pip install -e '.[server]'")
+    if not importlib.metadata.entry_points(group="mlflow.app", name=APP_NAME):
+        # An install older than the app: mlflow server would fail in each worker instead.
+        raise ServerError(f"the MLflow app {APP_NAME} is not installed: pip install -e '.[server]'")
     database = database_uri(args.database, "--database")
     auth_database = database_uri(args.auth_database, "--auth-database")
     for uri in {database, auth_database}:
@@ -113,7 +119,7 @@ def server_command(
         raise ServerError("the mlflow command is not on PATH: pip install -e '.[server]'")
     command = [
         mlflow, "server",
-        "--app-name", "basic-auth",
+        "--app-name", APP_NAME,
         "--backend-store-uri", database,
         "--artifacts-destination", artifacts,
         "--host", args.host, "--port", str(args.port),
