@@ -138,15 +138,13 @@ def test_without_int8_no_int8_file_is_left(exported: dict[str, Path], tmp_path: 
 # --- predict without Keras ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["onnx", "onnx-int8", "litert"])
-def test_predict_on_an_exported_file_imports_neither_keras_nor_tensorflow(
-    name: str, exported: dict[str, Path]
-) -> None:
-    """In a fresh interpreter, as a user runs it; its classes are those of the .keras file."""
+def _run_without_keras(command: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`deeplecture.cli.<command>.main(args)` in a fresh interpreter, as the `edge` install runs
+    it; asserts it succeeded with none of the heavy frameworks imported."""
     code = (
         "import json, sys\n"
-        "from deeplecture.cli import predict\n"
-        f"status = predict.main([{str(exported[name])!r}, {str(exported['batch'])!r}, '--json'])\n"
+        f"from deeplecture.cli import {command}\n"
+        f"status = {command}.main({args!r})\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', "
         "'torch', 'tf_keras'})\n"
         "print(json.dumps({'status': status, 'heavy': heavy}), file=sys.stderr)\n"
@@ -154,6 +152,15 @@ def test_predict_on_an_exported_file_imports_neither_keras_nor_tensorflow(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     report = json.loads(done.stderr.strip().splitlines()[-1])
     assert report == {"status": 0, "heavy": []}, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.parametrize("name", ["onnx", "onnx-int8", "litert"])
+def test_predict_on_an_exported_file_imports_neither_keras_nor_tensorflow(
+    name: str, exported: dict[str, Path]
+) -> None:
+    """In a fresh interpreter, as a user runs it; its classes are those of the .keras file."""
+    done = _run_without_keras("predict", [str(exported[name]), str(exported["batch"]), "--json"])
     assert len(done.stderr.strip().splitlines()) == 1  # no runtime chatter on stderr
     found = json.loads(done.stdout)
     expected = _predicted(exported["keras"], exported["batch"])
@@ -444,17 +451,7 @@ def test_evaluate_on_an_exported_file_imports_neither_keras_nor_tensorflow(
     name: str, exported: dict[str, Path], tiny_data: Path
 ) -> None:
     """In a fresh interpreter, as the `edge` install runs it: the lecture's printout."""
-    code = (
-        "import json, sys\n"
-        "from deeplecture.cli import evaluate\n"
-        f"status = evaluate.main([{str(exported[name])!r}, '--data', {str(tiny_data)!r}])\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', "
-        "'torch', 'tf_keras'})\n"
-        "print(json.dumps({'status': status, 'heavy': heavy}), file=sys.stderr)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    report = json.loads(done.stderr.strip().splitlines()[-1])
-    assert report == {"status": 0, "heavy": []}, done.stderr[-2000:]
+    done = _run_without_keras("evaluate", [str(exported[name]), "--data", str(tiny_data)])
     assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
         "Test loss",
         "Test accuracy",

@@ -28,6 +28,7 @@ import csv
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def set_up_accounts(server: str, usernames: list[str], reference: ProjectNames) 
         reference_ids = [_experiment_id(tracking, name) for name in reference.experiments]
         created = {}
         for name in usernames:
-            if _exists(auth, name):
+            if _found(auth.get_user, name):
                 state = "kept"
             else:
                 created[name] = secrets.random_password()
@@ -160,7 +161,8 @@ def set_up_accounts(server: str, usernames: list[str], reference: ProjectNames) 
             for experiment in owned.experiments:
                 _grant(auth, name, "experiment", _experiment_id(tracking, experiment), "MANAGE")
             for model in owned.registered_models:
-                if _registered_model_exists(tracking, model):  # else evaluate makes it, as theirs
+                # one not there yet is made by their evaluate, as theirs
+                if _found(tracking.get_registered_model, model):
                     _grant(auth, name, "registered_model", model, "MANAGE")
             for experiment_id in reference_ids:
                 _grant(auth, name, "experiment", experiment_id, "READ")
@@ -198,7 +200,7 @@ def _refuse_names_held_by_others(
                 taken.append(f"experiment {experiment} (held by {holders.describe(others)})")
         for model in owned.registered_models:
             others = _others(held, "registered_model", model, owner)
-            if others and _registered_model_exists(tracking, model):
+            if others and _found(tracking.get_registered_model, model):
                 taken.append(f"registered model {model} (held by {holders.describe(others)})")
     if taken:
         raise AccountsError(
@@ -215,9 +217,10 @@ def _others(held: holders.Holders, kind: str, resource_id: str, owner: str | Non
     }
 
 
-def _exists(auth, name: str) -> bool:
+def _found(lookup: Callable[[str], object], name: str) -> bool:
+    """Whether `lookup(name)` (an account, a registered model) finds it on the server."""
     try:
-        auth.get_user(name)
+        lookup(name)
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return False
@@ -230,19 +233,9 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
-def _registered_model_exists(client: MlflowClient, name: str) -> bool:
-    try:
-        client.get_registered_model(name)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-    return True
-
-
 def _registered_model(client: MlflowClient, name: str) -> None:
     # Made empty, as the admin's, so that the name is the teacher's before any student exists.
-    if not _registered_model_exists(client, name):
+    if not _found(client.get_registered_model, name):
         client.create_registered_model(name)
 
 
