@@ -211,7 +211,7 @@ def test_the_data_source_is_named_for_what_it_is(source: str, kind: str) -> None
 
 
 H200 = {
-    "data_source": "../shared/data/cifar10-jpeg.tar.gz", "profile": "full", "backend": "jax",
+    "data_source": "cifar10-jpeg.tar.gz", "profile": "full", "backend": "jax",
     "device": "NVIDIA H200", "versions": {"jax": "0.11.2", "keras": "3.15.1"},
 }  # fmt: skip
 

@@ -124,7 +124,7 @@ class PreprocessSection(_Strict):
     fashion_mnist: FashionPreprocessParams
 
 
-# cnn88's augmentation (models/augmentation.py): `lecture` is ImageDataGenerator's one affine
+# cnn88's augmentation (augmentation.py): `lecture` is ImageDataGenerator's one affine
 # resampling per image; `keras_layers` is RandomRotation + RandomTranslation + RandomFlip, which
 # resamples twice (the pipeline's augmentation before 2026-12; kept to compare the two).
 Augmentation = Literal["none", "lecture", "keras_layers"]

@@ -18,7 +18,6 @@ from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from deeplecture import tracking
 from deeplecture.team import holders, names
@@ -67,7 +66,7 @@ def held_elsewhere(name: str) -> str | None:
     if not server.startswith(("http://", "https://")):
         return None
     mine = holders.own_permissions(server)
-    if mine is None or not _registered_model_exists(name):
+    if mine is None or not holders.found(mlflow.MlflowClient().get_registered_model, name):
         return None
     me = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
     if not mine["is_admin"]:
@@ -79,8 +78,7 @@ def held_elsewhere(name: str) -> str | None:
                 "names its holder)"
             )
         return None
-    everyone = holders.of(holders.write_holders(server), "registered_model", name)
-    others = {user: permission for user, permission in everyone.items() if user != me}
+    others = holders.of(holders.write_holders(server), "registered_model", name, besides=me)
     if others:
         return (
             f"the registered model {name} is also held by {holders.describe(others)}, who could "
@@ -88,13 +86,3 @@ def held_elsewhere(name: str) -> str | None:
             "model (deeplecture-accounts lists such names), then rerun evaluate"
         )
     return None
-
-
-def _registered_model_exists(name: str) -> bool:
-    try:
-        mlflow.MlflowClient().get_registered_model(name)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-    return True

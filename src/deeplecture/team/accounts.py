@@ -28,7 +28,6 @@ import csv
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +150,7 @@ def set_up_accounts(server: str, usernames: list[str], reference: ProjectNames) 
         reference_ids = [_experiment_id(tracking, name) for name in reference.experiments]
         created = {}
         for name in usernames:
-            if _found(auth.get_user, name):
+            if holders.found(auth.get_user, name):
                 state = "kept"
             else:
                 created[name] = secrets.random_password()
@@ -162,7 +161,7 @@ def set_up_accounts(server: str, usernames: list[str], reference: ProjectNames) 
                 _grant(auth, name, "experiment", _experiment_id(tracking, experiment), "MANAGE")
             for model in owned.registered_models:
                 # one not there yet is made by their evaluate, as theirs
-                if _found(tracking.get_registered_model, model):
+                if holders.found(tracking.get_registered_model, model):
                     _grant(auth, name, "registered_model", model, "MANAGE")
             for experiment_id in reference_ids:
                 _grant(auth, name, "experiment", experiment_id, "READ")
@@ -195,37 +194,18 @@ def _refuse_names_held_by_others(
     for owner, owned in owners.items():
         for experiment in owned.experiments:
             found = tracking.get_experiment_by_name(experiment)
-            others = found and _others(held, "experiment", found.experiment_id, owner)
+            others = found and holders.of(held, "experiment", found.experiment_id, owner)
             if others:
                 taken.append(f"experiment {experiment} (held by {holders.describe(others)})")
         for model in owned.registered_models:
-            others = _others(held, "registered_model", model, owner)
-            if others and _found(tracking.get_registered_model, model):
+            others = holders.of(held, "registered_model", model, owner)
+            if others and holders.found(tracking.get_registered_model, model):
                 taken.append(f"registered model {model} (held by {holders.describe(others)})")
     if taken:
         raise AccountsError(
             f"names taken by another account: {'; '.join(taken)}. Delete them (they may hold "
             "that account's runs and versions) or revoke those permissions, then rerun"
         )
-
-
-def _others(held: holders.Holders, kind: str, resource_id: str, owner: str | None) -> dict:
-    return {
-        user: permission
-        for user, permission in holders.of(held, kind, resource_id).items()
-        if user != owner
-    }
-
-
-def _found(lookup: Callable[[str], object], name: str) -> bool:
-    """Whether `lookup(name)` (an account, a registered model) finds it on the server."""
-    try:
-        lookup(name)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-    return True
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
@@ -235,7 +215,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
 
 def _registered_model(client: MlflowClient, name: str) -> None:
     # Made empty, as the admin's, so that the name is the teacher's before any student exists.
-    if not _found(client.get_registered_model, name):
+    if not holders.found(client.get_registered_model, name):
         client.create_registered_model(name)
 
 

@@ -9,8 +9,10 @@ permissions; evaluate reads its own (registry.py). Admins are left out: they may
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 
@@ -61,12 +63,27 @@ def writes(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, str], str]]:
     ]
 
 
-def of(holders: Holders, resource_type: str, resource_id: str) -> dict[str, str]:
-    """The accounts that may change one resource, by a grant of its own or of every one."""
-    return {
+def of(
+    holders: Holders, resource_type: str, resource_id: str, besides: str | None = None
+) -> dict[str, str]:
+    """The accounts that may change one resource, by a grant of its own or of every one; all
+    but `besides` (its owner, or the caller), where given."""
+    held = {
         **holders.get((resource_type, ANY), {}),
         **holders.get((resource_type, resource_id), {}),
     }
+    return {user: permission for user, permission in held.items() if user != besides}
+
+
+def found(lookup: Callable[[str], object], name: str) -> bool:
+    """Whether `lookup(name)` (an account, a registered model) finds it on the server."""
+    try:
+        lookup(name)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def describe(held_by: dict[str, str]) -> str:
