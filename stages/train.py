@@ -14,6 +14,7 @@ root, also for `dvc exp run --temp` and queued experiments.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -39,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
+    from deeplecture import compilation_cache
+    from deeplecture.project import project_root
     from deeplecture.runtime import request_deterministic_kernels
 
     if params.engine.deterministic:
         request_deterministic_kernels()  # before the backend starts: XLA reads its flags once
+    compilation_cache.enable(project_root())  # JAX only: a rerun of these shapes skips compiling
 
     # Imported only now: a bad params.yaml fails in a fraction of a second, before the
     # seconds it takes to load Keras and its backend.
@@ -84,4 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    gc.freeze()  # as stages/evaluate.py: the interpreter's last collections skip Keras and MLflow
+    raise SystemExit(status)

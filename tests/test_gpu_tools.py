@@ -15,7 +15,9 @@ import pytest
 from conftest import PROJECT_ROOT, shipped_params_text, write_params
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts" / "gpu"))
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import run_progression  # noqa: E402
+import train_speed  # noqa: E402
 
 
 def test_the_gpu_script_runs_the_commands_dvc_yaml_gives() -> None:
@@ -138,3 +140,120 @@ def test_the_benchmarks_devices_arm_trains_data_parallel_on_two_virtual_devices(
     # the same steps on the same batches, split in two: the same model within float rounding
     assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.02)
     assert "pipeline-data-parallel (2 devices)" in done.stdout
+
+
+def _bench(arm: str, seeds: int, images_per_s: float, first_call_s: float = 5.0) -> dict:
+    return {"arm": arm, "seeds": seeds, "images_per_s": images_per_s, "first_call_s": first_call_s}
+
+
+def test_the_seeds_phase_estimates_a_stage_from_the_rate_measured_for_its_strategy(
+    tmp_path: Path,
+) -> None:
+    from deeplecture.params import load_params
+
+    train = load_params(write_params(tmp_path, {})).train  # full: 25 epochs; cnn88 125 x 2,000
+    benchmarks = {
+        "cnn74": {"arms": [
+            _bench("seeds-one-by-one", 1, 999.0), _bench("seeds-together", 1, 1000.0),
+            _bench("seeds-together", 4, 3000.0), _bench("seeds-sequential", 4, 900.0),
+        ]},
+        "cnn88": {"arms": [{"arm": "seeds-together", "seeds": 4, "error": "exit 1"}]},
+    }  # fmt: skip
+    estimate = run_progression.estimate_together_seconds
+
+    # 25 epochs x 45,000 images x 8 seeds at 4 seeds' 3,000 images/s (more seeds: no gain
+    # assumed), + its first call + the overhead
+    assert estimate("cnn74", 8, "vmap", benchmarks, 45_000, train["cnn74"], 20.0) == (
+        25 * 45_000 * 8 / 3000 + 5 + 20
+    )
+    # fewer seeds than measured up to: the most measured below; sequential: its own arm
+    assert estimate("cnn74", 2, "vmap", benchmarks, 45_000, train["cnn74"], 0.0) == (
+        25 * 45_000 * 2 / 1000 + 5
+    )
+    assert estimate("cnn74", 4, "sequential", benchmarks, 45_000, train["cnn74"], 0.0) == (
+        25 * 45_000 * 4 / 900 + 5
+    )
+    # cnn79 borrows cnn74's rate, stretched; cnn88's own arm failed, so it borrows too, and
+    # its epochs are 2,000 steps of 32
+    assert estimate("cnn79", 4, "vmap", benchmarks, 45_000, train["cnn79"], 0.0) == (
+        1.5 * 25 * 45_000 * 4 / 3000 + 5
+    )
+    assert estimate("cnn88", 4, "vmap", benchmarks, 50_000, train["cnn88"], 0.0) == (
+        1.5 * 125 * 2000 * 32 * 4 / 3000 + 5
+    )
+    assert estimate("cnn74", 4, "vmap", {}, 45_000, train["cnn74"], 0.0) is None
+
+
+def test_the_seed_table_of_the_committed_cpu_figures() -> None:
+    report = json.loads((PROJECT_ROOT / "reports/benchmarks/cpu-seeds-cnn74-jax.json").read_text())
+    table = train_speed.format_table(report)
+
+    alone = next(a for a in report["arms"] if a["arm"] == "seeds-one-by-one" and a["seeds"] == 1)
+    for arm in report["arms"]:
+        row = next(
+            line.split() for line in table.splitlines()
+            if line.split()[:3] == [arm["arm"], arm["strategy"], str(arm["seeds"])]
+        )  # fmt: skip
+        assert row[8] == f"{arm['images_per_s'] / alone['images_per_s']:.2f}x"  # vs one alone
+        assert arm["images_per_s_per_seed"] == pytest.approx(
+            arm["images_per_s"] / arm["seeds"], abs=0.1
+        )
+    # through one compiled step in turn: bit for bit what each seed trains alone
+    for arm in report["arms"]:
+        if arm["arm"] == "seeds-sequential":
+            assert f"{arm['seeds']}/{arm['seeds']} seeds identical" in table
+
+
+@pytest.mark.slow
+def test_the_gpu_scripts_seeds_phase_benchmarks_then_trains_seeds_together_within_its_budget(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "checkout"
+    for folder in ("src", "stages", "benchmarks", "scripts/gpu", "data/sample", "sweeps"):
+        shutil.copytree(
+            PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(shipped_params_text())
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    done = subprocess.run(
+        [
+            "bash", "scripts/gpu/run.sh", "--phases", "seeds", "--profile", "smoke",
+            "--archive", "data/sample/cifar10-sample.tar.gz", "--out", str(out),
+            "--set", "preprocess.cifar10.train_limit=200",
+            "--bench-variants", "cnn74", "--bench-seeds", "2", "--bench-sequential-seeds", "",
+            "--bench-epochs", "1", "--together-seeds", "2", "--budget", "600", "--reserve", "30",
+            # cnn88 at 50 epochs cannot fit what is left: it is not started
+            "--variants", "cnn74,cnn88", "--set", "train.cnn88.epochs=50",
+        ],
+        cwd=root, env={**env, "PYTHON": sys.executable, "KERAS_BACKEND": "jax"},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+    # every result in OUT, as few files as the device brings back
+    names = sorted(path.name for path in out.iterdir())
+    assert names == [
+        "gpu-results.tar.gz", "gpu-run.json", "gpu-smoke-together2.json", "results.md",
+        "seeds-bench-cnn74.json",
+    ]  # fmt: skip
+    phase = json.loads((out / "gpu-run.json").read_text())["seeds_phase"]
+    assert phase["ok"] and phase["left_s"] > 0
+    bench = json.loads((out / "seeds-bench-cnn74.json").read_text())
+    assert [(a["arm"], a["seeds"]) for a in bench["arms"]] == [
+        ("seeds-one-by-one", 1), ("seeds-together", 2),
+    ]  # fmt: skip
+    assert bench["arms"][1]["strategy"] == "vmap" and len(bench["arms"][1]["weights_sha256"]) == 2
+    assert "seeds-together     vmap           2" in done.stdout
+    cnn74, cnn88 = phase["together"]["cnn74"], phase["together"]["cnn88"]
+    assert cnn74["results"]["n"] == 2 and cnn74["estimate_s"] <= cnn74["left_s"]
+    assert cnn88["skipped"] == "does not fit" and cnn88["estimate_s"] > cnn88["left_s"]
+    sweep = json.loads((out / "gpu-smoke-together2.json").read_text())
+    assert sorted((r["variant"], r["seed"], r["trained"]) for r in sweep["runs"]) == [
+        ("cnn74", 0, "together (sequential)"), ("cnn74", 1, "together (sequential)"),
+    ]  # fmt: skip
+    assert "## Seed sweep `gpu-smoke-together2`" in (out / "results.md").read_text()
+    with tarfile.open(out / "gpu-results.tar.gz") as archive:
+        packed = set(archive.getnames())
+    assert {"mlflow.db", "models/sweeps/cifar10/cnn74/seed1/metrics.json"} <= packed

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import termios
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,13 @@ import pytest
 from conftest import PROJECT_ROOT, InjectedCrash, crash_after_epoch, write_params
 from deeplecture.data import processed
 from deeplecture.params import load_params
+from deeplecture.progress import StageProgress
 from deeplecture.training import TrainingOutputs, train_variant
 
 # 180 fit images in batches of 16: 12 steps an epoch, 24 in the stage.
 TINY = {"train.cnn74.epochs": 2, "train.cnn74.batch_size": 16, "engine.steps_per_call": 4}
+# Printed as training starts: no line can come before the first (compiling) call returns.
+COMPILING_LINE = "cnn74 epoch 1/2 step 0/12 | compiling | stage 0/24 steps"
 
 
 def _outputs(tmp_path: Path) -> TrainingOutputs:
@@ -97,12 +101,13 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
 
     assert "\r" not in every_call
     lines = [line for line in every_call.splitlines() if line.startswith("cnn74 epoch")]
+    assert lines[0] == COMPILING_LINE
     assert re.fullmatch(
         r"cnn74 epoch 2/2 step 12/12 \| \d+ img/s \| stage 24/24 steps, ETA 00:00", lines[-1]
     )
     # The fast loop runs 11 full batches in calls of 4, 4 and 3, and the short one alone.
     expected_calls = 2 * (12 if loop == "fit" else 4)
-    assert len(lines) == expected_calls
+    assert len(lines) == 1 + expected_calls
     assert "Epoch 1/2 - 12/12" in every_call and "Epoch 2/2 - 12/12" in every_call
 
     # At the default interval (30 s) a run this short prints its epoch lines only.
@@ -112,7 +117,8 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     )
     train_variant("cnn74", params, data, _outputs(tmp_path / "again"))
     quiet = capsys.readouterr().err
-    assert "cnn74 epoch" not in quiet and quiet.count("Epoch ") == 2
+    progress_lines = [line for line in quiet.splitlines() if line.startswith("cnn74 epoch")]
+    assert progress_lines == [COMPILING_LINE] and quiet.count("Epoch ") == 2
 
 
 def test_the_history_file_grows_after_every_epoch(
@@ -129,3 +135,82 @@ def test_the_history_file_grows_after_every_epoch(
     assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
     assert not outputs.model.exists()  # the history is live; the model comes at the end
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _stage(stream: StringIO, clock: FakeClock) -> StageProgress:
+    """Two epochs of 12 steps of 16 images, a line after every call where there is no bar."""
+    return StageProgress(
+        "cnn88", epochs=2, initial_epoch=0, steps=12, batch_size=16,
+        stream=stream, interval=0, clock=clock,
+    )  # fmt: skip
+
+
+def test_the_compiling_first_call_is_left_out_of_the_rate_and_the_eta() -> None:
+    clock, stream = FakeClock(), StringIO()
+    progress = _stage(stream, clock)
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    assert stream.getvalue() == "cnn88 epoch 1/2 step 0/12 | compiling | stage 0/24 steps\n"
+
+    clock.now += 10.0  # the first call: 4 steps and the compilation of the training step
+    progress.on_train_batch_end(3)
+    clock.now += 1.0  # then 4 steps a second: 64 images a second
+    progress.on_train_batch_end(7)
+
+    first, second = stream.getvalue().splitlines()[1:]
+    assert first == (
+        "cnn88 epoch 1/2 step 4/12 | first call 10.0s, compiling included | stage 4/24 steps, ETA ?"
+    )
+    # 16 steps left at 4 a second; counting the first call, 8 steps in 11 s would say 00:22.
+    assert second == "cnn88 epoch 1/2 step 8/12 | 64 img/s | stage 8/24 steps, ETA 00:04"
+    assert progress.first_call_seconds == 10.0
+
+    # Later epochs keep the rate of every step since the first call, validation included.
+    clock.now += 1.0
+    progress.on_train_batch_end(11)
+    progress.on_epoch_end(0, {"loss": 2.0})
+    progress.on_epoch_begin(1)
+    clock.now += 3.0
+    progress.on_train_batch_end(3)  # 12 timed steps in 5 s
+    assert stream.getvalue().splitlines()[-1] == (
+        "cnn88 epoch 2/2 step 4/12 | 38 img/s | stage 16/24 steps, ETA 00:03"
+    )
+
+
+def test_the_bar_says_compiling_until_the_first_call_returns() -> None:
+    clock, terminal = FakeClock(), Terminal()
+    progress = _stage(terminal, clock)
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    assert re.search(
+        r"cnn88   0%\|.*\| 0/24 steps \[00:00<\?\], epoch 1/2 step 0/12, compiling$",
+        str(progress.bar),
+    )
+
+    clock.now += 10.0
+    progress.on_train_batch_end(3)
+    assert str(progress.bar).endswith(
+        "<?], epoch 1/2 step 4/12, first call 10.0s, compiling included"
+    )
+    clock.now += 1.0
+    progress.on_train_batch_end(7)
+    assert re.search(
+        r"\| 8/24 steps \[\d\d:\d\d<00:04\], epoch 1/2 step 8/12, 64 img/s$", str(progress.bar)
+    )
+    progress.on_train_end()
+    assert "compiling" in terminal.getvalue()  # drawn on the terminal, not only formatted

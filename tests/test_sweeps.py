@@ -18,7 +18,7 @@ from deeplecture.reporting.build import build_report
 from deeplecture.reporting.results import planned_variants
 from deeplecture.sweeps import cli as sweep_cli
 from deeplecture.sweeps import stats
-from deeplecture.sweeps.queue import SweepPlan, queue_statuses
+from deeplecture.sweeps.queue import SweepError, SweepPlan, queue_statuses
 from project_repo import make_project_repo, run_command
 
 # Student's t quantiles for a two-sided 95 % interval, from a printed table (not from scipy).
@@ -164,6 +164,33 @@ def test_a_sweep_queues_one_experiment_per_seed_with_every_variants_seed() -> No
     assert plan.experiments == ["s-seed0", "s-seed1"]
 
 
+def test_a_together_sweep_is_one_experiment_with_every_seed_and_the_users_settings() -> None:
+    plan = SweepPlan("s", {"cnn74": "cifar10", "cnn88": "cifar10"}, (3, 4), ("profile=smoke",))
+    command = plan.together_command()
+    assert command[:6] == ["dvc", "exp", "run", "--temp", "--name", "s-together"]
+    settings = [command[i + 1] for i, word in enumerate(command) if word == "-S"]
+    assert settings == ["sweep=s", "together.seeds=[3, 4]", "profile=smoke"]
+    assert command[-2:] == ["sweeps/dvc.yaml:together@cnn74", "sweeps/dvc.yaml:together@cnn88"]
+    with pytest.raises(SweepError, match="CIFAR-10 variants only; drop the fashion_mnist"):
+        SweepPlan("s", {"fashion": "fashion_mnist"}, (0,), ()).together_command()
+
+
+@pytest.mark.parametrize("setting", ["together.seeds=[1]", "train.cnn74.seed=3", "sweep=x"])
+def test_a_sweep_refuses_a_setting_it_makes_itself(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+) -> None:
+    write_params(tmp_path, {})
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "s", "--seeds", "2", "--together", "-S", setting]
+    assert sweep_cli.main(argv) == 1
+    assert capsys.readouterr().err == (
+        f"error: -S {setting}: the sweep sets {setting.split('=')[0]} itself\n"
+    )
+
+
 def test_queue_statuses_are_read_from_dvc_queue_status() -> None:
     output = (
         "Task     Name     Created    Status\n"
@@ -218,6 +245,33 @@ def test_a_smoke_sweep_of_three_seeds_reports_n_3_with_the_runs_own_metrics(
     mean = sum(by_seed.values()) / 3
     assert row[1] == "3" and row[2] == f"{100 * mean:.2f} %"
     assert row[6] == ", ".join(f"{seed}: {100 * by_seed[seed]:.2f}" for seed in (0, 1, 2))
+
+    # The same sweep with the seeds together: one experiment, one run and model file per seed.
+    # Under TensorFlow the together stage trains them one after another exactly as the train
+    # stage would, so each seed's numbers are the one-by-one sweep's, bit for bit.
+    run_command(
+        ["deeplecture-sweep", "run", "smoke3t", "--seeds", "3", "--together", "--variants",
+         "cnn74", "-S", "profile=smoke", "-S", "train.cnn74.epochs=1"],
+        repo,
+    )  # fmt: skip
+    together = json.loads((repo / "reports" / "sweeps" / "smoke3t.json").read_text())
+    assert {run["seed"]: run["test_accuracy"] for run in together["runs"]} == by_seed
+    assert {run["trained"] for run in together["runs"]} == {"together (one by one)"}
+    tagged = mlflow.search_runs(
+        experiment_names=["cifar10"], filter_string="tags.sweep = 'smoke3t'", output_format="list"
+    )
+    assert sorted(int(run.data.params["seed"]) for run in tagged) == [0, 1, 2]
+    assert all(run.outputs.model_outputs for run in tagged)  # each its own LoggedModel
+    # the sweep brought each seed's folder into the workspace, from the experiment's commit
+    folders = repo / "models" / "sweeps" / "cifar10" / "cnn74"
+    for seed in (0, 1, 2):
+        metrics = json.loads((folders / f"seed{seed}" / "metrics.json").read_text())
+        assert metrics["test_accuracy"] == by_seed[seed]
+        assert (folders / f"seed{seed}" / "model.keras").is_file()
+    section = _section((repo / "reports" / "results.md").read_text(), "smoke3t")
+    row = table_row(section[section.index("| model") :], "`cnn74`")
+    assert row[1] == "3" and row[2] == f"{100 * mean:.2f} %"
+    assert "seeds trained together (one by one)" in section
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@
 # Installs what the machine lacks from .whl/ (made by scripts/gpu/prepare.sh), then runs the
 # progression with KERAS_BACKEND (default jax) and leaves its results in $OUT (or gpu-results/).
 set -euo pipefail
+# The seeds phase's --budget counts from here: the install below is part of the call's time.
+export DEEPLECTURE_GPU_STARTED="$(date +%s)"
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 KERAS_BACKEND="${KERAS_BACKEND:-jax}"
 python=${PYTHON:-python3}

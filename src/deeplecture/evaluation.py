@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,16 +81,33 @@ def _check_keras_zip(path: Path) -> None:
 def evaluate(model: keras.Model, test: ImageSplit, batch_size: int = 256) -> Evaluation:
     """Loss and accuracy as `model.evaluate` reports them, plus the confusion matrix.
 
-    The loss includes any L2 penalty of the network (as in the lecture's printout).
+    The loss includes any L2 penalty of the network (as in the lecture's printout). A model
+    compiled as the lecture compiles it (`categorical_crossentropy`) is scored from one forward
+    pass: its predictions give the crossentropy and the accuracy as Keras computes them
+    (`score_probabilities`), and its weight penalties are added as `evaluate` adds them. A model
+    compiled with any other loss is also run through `model.evaluate`, which knows that loss.
     """
+    probabilities = model.predict(test.images, batch_size=batch_size, verbose=0)
+    if model.loss == "categorical_crossentropy":
+        # One pass instead of two: `evaluate` would compile a step of its own and run the
+        # test set through the network again, for the same numbers.
+        scored = score_probabilities(probabilities, test)
+        return replace(scored, test_loss=scored.test_loss + weight_penalty(model))
     scores = model.evaluate(
         test.images, test.onehot, batch_size=batch_size, verbose=0, return_dict=True
     )
-    probabilities = model.predict(test.images, batch_size=batch_size, verbose=0)
     predictions = probabilities.argmax(axis=1)
     num_classes = probabilities.shape[1]
     matrix = confusion_matrix(test.labels, predictions, num_classes)
     return Evaluation(float(scores["loss"]), float(scores["accuracy"]), predictions, matrix)
+
+
+def weight_penalty(model: keras.Model) -> float:
+    """The sum of the network's own losses (its layers' kernel regularizers): what Keras adds
+    to the compiled loss, at every step, in `evaluate` as in training."""
+    import keras
+
+    return float(sum(np.sum(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
 
 
 def score_probabilities(probabilities: np.ndarray, test: ImageSplit) -> Evaluation:
@@ -194,6 +211,34 @@ def write_outputs(
             for true, predicted in zip(test.labels, evaluation.predictions, strict=True)
         ],
     )
+
+
+@dataclass(frozen=True)
+class SavedModelScore:
+    """One saved model's evaluation, its metrics payload, its training record and its
+    per-class accuracy: what the evaluate stage logs to the model's MLflow run."""
+
+    evaluation: Evaluation
+    payload: dict[str, Any]
+    record: dict[str, Any]
+    per_class: dict[str, float]
+
+
+def evaluate_saved_model(
+    model_path: Path,
+    record_path: Path,
+    test: ImageSplit,
+    class_names: tuple[str, ...],
+    lecture_accuracy: float,
+    files: EvaluationFiles,
+) -> SavedModelScore:
+    """Score the model file on `test` and write every file of its evaluation: the evaluate
+    stage's work for its model, and the together stage's for each seed's."""
+    record = read_training_record(record_path)  # first: a missing record fails before the load
+    result = evaluate(load_model(model_path), test)
+    payload = metrics_payload(result, record, lecture_accuracy)
+    write_outputs(result, payload, test, class_names, record, files)
+    return SavedModelScore(result, payload, record, per_class_accuracy(result, class_names))
 
 
 def _write_csv(path: Path, header: str, rows: list[str]) -> None:

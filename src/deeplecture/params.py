@@ -168,6 +168,25 @@ class EdgeParams(_Strict):
     latency_calls: int = Field(gt=0, description="timed batch-1 calls per format")
 
 
+class TogetherParams(_Strict):
+    """Seeds of one variant trained together in one program (`deeplecture-sweep run --together`)."""
+
+    seeds: list[Seed] | None = Field(
+        min_length=1, description="the seeds trained together; null: no together sweep"
+    )
+    strategy: Literal["auto", "vmap", "sequential"] = Field(
+        description="JAX: vmap, one vectorised step over the stacked seeds; sequential, the seeds'"
+        " steps one after another through one compiled step; auto, vmap on an accelerator"
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("a seed is named more than once")
+        return seeds
+
+
 # A sweep's name becomes part of DVC experiment names (`<sweep>-seed<N>`) and an MLflow tag.
 SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -176,6 +195,7 @@ class Params(_Strict):
     profile: Literal["full", "smoke"]
     # The seed sweep a run belongs to (`deeplecture-sweep`), tagged `sweep` in MLflow; null: none.
     sweep: str | None = Field(pattern=SWEEP_NAME_PATTERN, max_length=64)
+    together: TogetherParams
     # dataset -> variant -> the lecture's quirks the report states beside the variant's row
     variants: dict[Literal["cifar10", "fashion_mnist"], dict[str, list[str]]]
     data: DataParams

@@ -1,11 +1,15 @@
 """Training one variant as the lecture did, resumable and tracked.
 
 Only `keras` is used here, so the same code trains with `KERAS_BACKEND=tensorflow`, `jax` or
-`torch`. Order of events in `train_variant`: settings and data -> checkpoint (resume or fresh) ->
-MLflow run (reopened when resuming), checkpointed at once so that even a kill in epoch 1 is
-resumed in the same run -> the epochs (`engine.loop`: the fast path or `Model.fit`), each one
-checkpointed before its metrics go to MLflow, so a failing store never costs a finished epoch ->
-best epoch's weights restored (`keep_best`) -> final model written atomically -> record.
+`torch`. A `TrainingRun` describes one run (variant, its settings and seed, data, outputs,
+checkpoint, MLflow run); `train_variant` takes it through these steps, in this order, each a
+function of the run alone (`together.py` takes many runs through the same steps):
+`check_run` (outputs writable, batches fit) -> `start_model` (seeded; the checkpoint's model, or
+a new one) -> `tracked` (the MLflow run, reopened when resuming, checkpointed at once so that
+even a kill in epoch 1 is resumed in the same run) -> `fit` (the epochs, `loops.run_epochs`: the
+fast path or `Model.fit`, each epoch checkpointed before its metrics go to MLflow, so a failing
+store never costs a finished epoch) -> `finish` (best epoch's weights restored with `keep_best`,
+model written atomically, LoggedModel, record).
 """
 
 from __future__ import annotations
@@ -149,6 +153,8 @@ class EpochEnd(keras.callbacks.Callback):
     draw the curves while the stage runs.
     With `keep_best`, an epoch whose val_loss is strictly lower than every earlier one (as
     Keras' ModelCheckpoint(save_best_only=True) decides) becomes the state's best epoch.
+    Without `log_to_mlflow` (seeds trained together, whose runs open when training ends) the
+    epochs reach MLflow from the checkpoint's history, as a resumed run's missed epochs do.
     """
 
     def __init__(
@@ -158,10 +164,11 @@ class EpochEnd(keras.callbacks.Callback):
         history: Path,
         started: float,
         keep_best: bool,
+        log_to_mlflow: bool = True,
     ) -> None:
         super().__init__()
         self.checkpoint, self.state, self.history = checkpoint, state, history
-        self.started, self.keep_best = started, keep_best
+        self.started, self.keep_best, self.log_to_mlflow = started, keep_best, log_to_mlflow
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -173,7 +180,8 @@ class EpochEnd(keras.callbacks.Callback):
             self._checkpoint(epoch, logs)
         # A diverged epoch is logged (the user sees the NaN) but never checkpointed;
         # TerminateOnNaN stops the loop.
-        tracking.log_epoch(logs, epoch)
+        if self.log_to_mlflow:
+            tracking.log_epoch(logs, epoch)
 
     def _checkpoint(self, epoch: int, logs: dict[str, float]) -> None:
         for key, value in logs.items():
@@ -189,6 +197,53 @@ class EpochEnd(keras.callbacks.Callback):
         write_history_csv(self.history, self.state.history)
 
 
+@dataclass
+class TrainingRun:
+    """One training run: a variant at one seed, what it trains on, where it writes, and, once
+    started, its checkpoint's model and state. The single-run and the seeds-together paths
+    share it, and each step below takes it alone."""
+
+    variant: Variant
+    params: Params  # the whole file, after the profile (profile, sweep, data, engine)
+    train: TrainParams  # this run's settings: params.train[variant], its seed its own
+    data: ProcessedData
+    outputs: TrainingOutputs
+    layout: Layout
+    together: bool = False  # trained with other seeds in one program (deeplecture-sweep)
+    # How: "alone", or with the seeds "vmap", "sequential" (loops.seeds) or "one by one"
+    strategy: str = "alone"
+    model: keras.Model | None = None
+    state: TrainingState | None = None
+    resumed: bool = False
+
+    def __post_init__(self) -> None:
+        self.fit_set, self.validation_set = fit_and_validation_sets(self.data, self.train)
+        self.settings: dict[str, Any] = {
+            "variant": self.variant.name,
+            "train": self.train.model_dump(),
+            "engine": self.params.engine.model_dump(),
+            "data_digest": self.data.digest,
+            "backend": keras.backend.backend(),
+        }
+        if self.layout.processes > 1:
+            # Processes of one run on one machine must not share (and lock) a checkpoint.
+            self.settings["process"] = f"{self.layout.process_id}/{self.layout.processes}"
+        if self.together:
+            # Trained through another program than a run alone: never resumed by one.
+            self.settings["together"] = True
+        self.checkpoint = Checkpoint(
+            self.outputs.checkpoints, self.variant.name, fingerprint(self.settings)
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.name} seed {self.train.seed}" if self.together else self.variant.name
+
+    @property
+    def source(self) -> str:
+        return getattr(self.params.data, self.variant.dataset).effective_source
+
+
 def train_variant(
     variant_name: str, params: Params, data: ProcessedData, outputs: TrainingOutputs
 ) -> dict[str, Any]:
@@ -200,32 +255,21 @@ def train_variant(
     batch larger than the images it is drawn from).
     """
     variant = get_variant(variant_name)
-    with _distributed(params.engine) as layout:
-        settings = {
-            "variant": variant_name,
-            "train": params.train[variant_name].model_dump(),
-            "engine": params.engine.model_dump(),
-            "data_digest": data.digest,
-            "backend": keras.backend.backend(),
-        }
-        if layout.processes > 1:
-            # Processes of one run on one machine must not share (and lock) a checkpoint.
-            settings["process"] = f"{layout.process_id}/{layout.processes}"
-        checkpoint = Checkpoint(outputs.checkpoints, variant_name, fingerprint(settings))
-        check_outputs_writable(outputs, checkpoint)
-        with checkpoint:
-            return _train_in(variant, params, data, outputs, checkpoint, settings, layout)
-
-
-def check_outputs_writable(outputs: TrainingOutputs, checkpoint: Checkpoint) -> None:
-    """Fail before any epoch, naming the path, where an output could not be written: found
-    when the last epoch is done, a read-only folder would cost the whole training."""
-    for path in (outputs.model, outputs.record, outputs.history, checkpoint.folder / STATE_FILE):
-        check_writable(path)
+    with distributed(params.engine) as layout:
+        run = TrainingRun(variant, params, params.train[variant_name], data, outputs, layout)
+        check_run(run)
+        with run.checkpoint:
+            tracking.use_project_store()  # a store that cannot be used fails before any work
+            start_model(run)
+            with tracked(run):
+                fit(run)
+                record = finish(run)
+            run.checkpoint.clear()
+        return record
 
 
 @contextlib.contextmanager
-def _distributed(engine: EngineParams) -> Iterator[Layout]:
+def distributed(engine: EngineParams) -> Iterator[Layout]:
     """`engine.distribution` in force for the block. A process other than the chief logs to a
     throwaway store of its own: the run's one MLflow run is the chief's."""
     layout = distribution.start(engine)
@@ -256,81 +300,82 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
-def _train_in(
-    variant: Variant,
-    params: Params,
-    data: ProcessedData,
-    outputs: TrainingOutputs,
-    checkpoint: Checkpoint,
-    settings: dict[str, Any],
-    layout: Layout,
-) -> dict[str, Any]:
-    train_params, engine = params.train[variant.name], params.engine
-    tracking.use_project_store()  # a store that cannot be used fails before any work
-    fit_set, validation_set = fit_and_validation_sets(data, train_params)
-    check_batch_size(variant.name, train_params.batch_size, len(fit_set))
-    distribution.check_batches(layout, len(fit_set), train_params.batch_size)
-    distribution.check_batches(layout, len(validation_set), VALIDATION_BATCH_SIZE, "validation")
-    seed_everything(train_params.seed, engine.deterministic)
-    resumed = checkpoint.load()
-    if resumed:
-        model, state = resumed
-        print(f"resuming {variant.name} after epoch {state.epochs_done} from {checkpoint.folder}")
-    else:
-        model = build_model(variant, data.scaling, train_params, engine)
-        state = TrainingState(fingerprint=checkpoint.fingerprint, settings=settings)
+def check_run(run: TrainingRun) -> None:
+    """Fail before any epoch where an output could not be written (found when the last epoch
+    is done, a read-only folder would cost the whole training) or a batch does not fit."""
+    for path in (
+        run.outputs.model,
+        run.outputs.record,
+        run.outputs.history,
+        run.checkpoint.folder / STATE_FILE,
+    ):
+        check_writable(path)
+    check_batch_size(run.variant.name, run.train.batch_size, len(run.fit_set))
+    distribution.check_batches(run.layout, len(run.fit_set), run.train.batch_size)
+    distribution.check_batches(
+        run.layout, len(run.validation_set), VALIDATION_BATCH_SIZE, "validation"
+    )
 
-    tags = tracking.run_tags(variant.name, variant.dataset, params.profile)
-    tags["device"] = _announce_device(variant.name, layout)
-    tags["distribution"] = engine.distribution
-    if params.sweep:
-        tags["sweep"] = params.sweep  # deeplecture-sweep collects a sweep's runs by this tag
+
+def start_model(run: TrainingRun) -> None:
+    """The run's model and state: its checkpoint's, or a new model built after seeding."""
+    seed_everything(run.train.seed, run.params.engine.deterministic)
+    resumed = run.checkpoint.load()
     if resumed:
+        run.model, run.state = resumed
+        run.resumed = True
+        print(
+            f"resuming {run.name} after epoch {run.state.epochs_done} from {run.checkpoint.folder}"
+        )
+        return
+    run.model = build_model(run.variant, run.data.scaling, run.train, run.params.engine)
+    run.state = TrainingState(fingerprint=run.checkpoint.fingerprint, settings=run.settings)
+
+
+@contextlib.contextmanager
+def tracked(run: TrainingRun) -> Iterator[str]:
+    """The run's MLflow run for the block (reopened when the checkpoint names one), described
+    and checkpointed at once when new, with every finished epoch it lacks; yields its id."""
+    state, variant = run.state, run.variant
+    tags = tracking.run_tags(variant.name, variant.dataset, run.params.profile)
+    tags["device"] = _announce_device(run.name, run.layout)
+    tags["distribution"] = run.params.engine.distribution
+    if run.params.sweep:
+        tags["sweep"] = run.params.sweep  # deeplecture-sweep collects a sweep's runs by this tag
+    if run.together:
+        tags["trained_together"] = run.strategy
+    if run.resumed:
         tags["resumed_after_epoch"] = str(state.epochs_done)
-    _close_abandoned_runs(checkpoint, settings)
+    _close_abandoned_runs(run.checkpoint, run.settings)
     with tracking.tracked_run(
-        variant.dataset, f"{variant.name}-{params.profile}", tags, state.run_id
-    ) as run:
+        variant.dataset, f"{variant.name}-{run.params.profile}", tags, state.run_id
+    ) as mlflow_run:
         try:
-            if state.run_id != run.info.run_id:
+            if state.run_id != mlflow_run.info.run_id:
                 # A new run: describe it, and checkpoint at once, so that even a kill during
                 # the first epoch is resumed in this run rather than leaving it RUNNING.
-                state.run_id = run.info.run_id
-                _log_run_inputs(variant, params, data, fit_set, validation_set, model, layout)
-                checkpoint.save(model, state)
+                state.run_id = mlflow_run.info.run_id
+                _log_run_inputs(run)
+                run.checkpoint.save(run.model, state)
             tracking.log_missing_epochs(state.run_id, state.history)
-            _fit(
-                model,
-                train_params,
-                engine,
-                fit_set,
-                validation_set,
-                checkpoint,
-                state,
-                outputs.history,
-            )
-            record = _finish(
-                variant, model, params, data, outputs, checkpoint, state, fit_set, layout
-            )
+            yield state.run_id
         except tracking.TrackingUnavailable as error:
             # The run could not be closed through a failing store: whoever reruns closes it.
             state.unfinished_status = "FAILED"
-            checkpoint.save_state(state)
+            run.checkpoint.save_state(state)
             raise tracking.TrackingUnavailable(
                 f"{error}; the {state.epochs_done} finished epochs are kept in "
-                f"{checkpoint.folder}: rerun to resume"
+                f"{run.checkpoint.folder}: rerun to resume"
             ) from error
-    checkpoint.clear()
-    return record
 
 
-def _announce_device(variant_name: str, layout: Layout) -> str:
+def _announce_device(name: str, layout: Layout) -> str:
     """Say what trains (and, loudly, when a GPU sits unused); return the device's name."""
     device = describe_device()
     versions = describe_versions()
     backend = keras.backend.backend()
     spans = f" ({layout.describe()}, data parallel)" if layout.devices > 1 else ""
-    print(f"training {variant_name} on {device}{spans} with Keras {versions['keras']} on {backend}")
+    print(f"training {name} on {device}{spans} with Keras {versions['keras']} on {backend}")
     warning = gpu_unused_warning(device)
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -354,79 +399,62 @@ def _close_abandoned_runs(checkpoint: Checkpoint, settings: dict[str, Any]) -> N
             )
 
 
-def _log_run_inputs(
-    variant: Variant,
-    params: Params,
-    data: ProcessedData,
-    fit_set: ImageSplit,
-    validation_set: ImageSplit,
-    model: keras.Model,
-    layout: Layout,
-) -> None:
+def _log_run_inputs(run: TrainingRun) -> None:
     """A new run's params (the values that train, after the profile) and its dataset."""
-    train_params, engine = params.train[variant.name], params.engine
-    source = getattr(params.data, variant.dataset)
+    engine, layout = run.params.engine, run.layout
     with tracking.store_calls("logging the run's params"):
         mlflow.log_params(
             {
-                **train_params.model_dump(),
+                **run.train.model_dump(),
                 **{f"engine_{key}": value for key, value in engine.model_dump().items()},
-                "variant": variant.name,
-                "profile": params.profile,
-                "data_source": source.effective_source,
-                "scaling": data.info["scaling"]["method"],
-                "train_images": len(fit_set),
-                "validation_images": len(validation_set),
-                "param_count": model.count_params(),
+                "variant": run.variant.name,
+                "profile": run.params.profile,
+                "data_source": run.source,
+                "scaling": run.data.info["scaling"]["method"],
+                "train_images": len(run.fit_set),
+                "validation_images": len(run.validation_set),
+                "param_count": run.model.count_params(),
                 "devices": layout.devices,  # every device of every process
                 "processes": layout.processes,
             }
         )
         tracking.log_dataset(
-            fit_set.images,
-            fit_set.labels,
-            source.effective_source,
-            name=f"{variant.dataset}-train",
-            digest=data.digest,
+            run.fit_set.images,
+            run.fit_set.labels,
+            run.source,
+            name=f"{run.variant.dataset}-train",
+            digest=run.data.digest,
         )
 
 
-def _finish(
-    variant: Variant,
-    model: keras.Model,
-    params: Params,
-    data: ProcessedData,
-    outputs: TrainingOutputs,
-    checkpoint: Checkpoint,
-    state: TrainingState,
-    fit_set: ImageSplit,
-    layout: Layout,
-) -> dict[str, Any]:
+def finish(run: TrainingRun) -> dict[str, Any]:
     """Keep the right epoch's weights, write the outputs, log the model; return the record."""
-    train_params = params.train[variant.name]
-    if train_params.keep_best:
-        model.load_weights(checkpoint.best_weights(state))
-    kept_epoch = state.best_epoch if train_params.keep_best else state.epochs_done - 1
+    model, state, outputs = run.model, run.state, run.outputs
+    if run.train.keep_best:
+        model.load_weights(run.checkpoint.best_weights(state))
+    kept_epoch = state.best_epoch if run.train.keep_best else state.epochs_done - 1
     record = {
-        "variant": variant.name,
+        "variant": run.variant.name,
+        "seed": run.train.seed,
         "run_id": state.run_id,
         "epochs": state.epochs_done,
         "kept_epoch": kept_epoch,  # 0-based, as history.csv and MLflow's steps
         "train_seconds": round(state.train_seconds, 2),
         "param_count": model.count_params(),
         "history": state.history,
-        "data_digest": data.digest,
-        "data_source": getattr(params.data, variant.dataset).effective_source,
-        "profile": params.profile,
-        "augmentation": train_params.augmentation,  # the report states what it changes
+        "data_digest": run.data.digest,
+        "data_source": run.source,
+        "profile": run.params.profile,
+        "augmentation": run.train.augmentation,  # the report states what it changes
+        "trained": run.strategy,
         "backend": keras.backend.backend(),
-        "engine": params.engine.model_dump(),
+        "engine": run.params.engine.model_dump(),
         "device": describe_device(),
-        "devices": layout.devices,
-        "processes": layout.processes,
+        "devices": run.layout.devices,
+        "processes": run.layout.processes,
         "versions": describe_versions(),
     }
-    model_file.save(model, outputs.model, data.info["class_names"])
+    model_file.save(model, outputs.model, run.data.info["class_names"])
     write_history_csv(outputs.history, state.history)  # also when a resume had no epoch left
     with tracking.store_calls("logging the trained model"):
         mlflow.log_metrics(
@@ -439,53 +467,62 @@ def _finish(
         # The evaluate stage links its test metrics to this LoggedModel and registers it.
         with distribution.local():  # the saved file, loaded back in this process only
             record["model_id"] = served_model.log_model(
-                outputs.model, variant.name, fit_set.images[:2]
+                outputs.model, run.variant.name, run.fit_set.images[:2]
             )
     write_json(outputs.record, record)  # last: a record always names a logged model
     return record
 
 
-def _fit(
-    model: keras.Model,
-    params: TrainParams,
-    engine: EngineParams,
-    fit_set: ImageSplit,
-    validation_set: ImageSplit,
-    checkpoint: Checkpoint,
-    state: TrainingState,
-    history: Path,
-) -> None:
-    if state.epochs_done >= params.epochs:
-        return
+def epoch_callbacks(run: TrainingRun, log_to_mlflow: bool) -> list[keras.callbacks.Callback]:
+    """What happens around the run's epochs: NaN stop, checkpoint and history (and MLflow), the
+    lecture's learning-rate schedule."""
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
-        EpochEnd(checkpoint, state, history, time.perf_counter(), params.keep_best),
+        EpochEnd(
+            run.checkpoint,
+            run.state,
+            run.outputs.history,
+            time.perf_counter(),
+            run.train.keep_best,
+            log_to_mlflow,
+        ),
     ]
-    if params.lr_schedule == "lecture88":
-        base_rate = params.learning_rate
+    if run.train.lr_schedule == "lecture88":
+        base_rate = run.train.learning_rate
         callbacks.append(
             keras.callbacks.LearningRateScheduler(
                 lambda epoch, _current: lecture88_schedule(epoch, base_rate)
             )
         )
+    return callbacks
+
+
+def fit(run: TrainingRun, log_to_mlflow: bool = True) -> None:
+    """Train the run's model from its state's epochs to its settings' (alone)."""
+    if run.state.epochs_done >= run.train.epochs:
+        return
     # One batch stream for the whole run: a resumed run takes it up where its epoch starts.
     run_epochs(
-        model,
-        params,
-        engine,
-        fit_set,
-        validation_set,
-        initial_epoch=state.epochs_done,
-        batch_seed=params.seed,
-        callbacks=callbacks,
-        progress_name=state.settings["variant"],
+        run.model,
+        run.train,
+        run.params.engine,
+        run.fit_set,
+        run.validation_set,
+        initial_epoch=run.state.epochs_done,
+        batch_seed=run.train.seed,
+        callbacks=epoch_callbacks(run, log_to_mlflow),
+        progress_name=run.name,
     )
-    if state.epochs_done < params.epochs:
-        # Both loops only end early when TerminateOnNaN stopped them.
-        checkpoint.clear()  # divergence is deterministic: resuming it would diverge again
+    check_not_diverged(run)
+
+
+def check_not_diverged(run: TrainingRun) -> None:
+    """Both loops only end early when TerminateOnNaN stopped them."""
+    if run.state.epochs_done < run.train.epochs:
+        run.checkpoint.clear()  # divergence is deterministic: resuming it would diverge again
         raise TrainingDiverged(
-            f"loss became NaN or infinite in epoch {state.epochs_done + 1}; no model was saved "
-            f"(learning_rate={params.learning_rate})"
+            f"{run.name}: loss became NaN or infinite in epoch {run.state.epochs_done + 1}; no "
+            f"model was saved (learning_rate={run.train.learning_rate})"
         )
 
 

@@ -1,6 +1,7 @@
 """The training loops, in one package: which images each step sees (`batches`), how many steps
-run in one compiled call on each backend (`runners`), the epochs of the fast loop (`fast`), and
-`run_epochs`, the one entry point that picks `Model.fit` or the fast loop (`engine.loop`).
+run in one compiled call on each backend (`runners`), the epochs of the fast loop (`fast`), the
+same for many seeds through one compiled step on JAX (`seeds`), and the entry points
+`run_epochs` (one model: `Model.fit` or the fast loop, by `engine.loop`) and `run_seeds_together`.
 
 The orchestration around them (build, resume, track, record) is `deeplecture.training`.
 """
@@ -96,4 +97,48 @@ def run_epochs(
         callbacks=callbacks,
         shuffle=False,  # the stream is shuffled: Keras would only warn that it cannot
         verbose=0,  # StageProgress reports
+    )
+
+
+def run_seeds_together(
+    models: list[keras.Model],
+    params: TrainParams,
+    fit_set: ImageSplit,
+    validation_set: ImageSplit,
+    *,
+    initial_epoch: int,
+    steps_per_call: int,
+    seeds: list[int],
+    callbacks: list[list[keras.callbacks.Callback]],
+    strategy: str,
+    progress_name: str,
+) -> str:
+    """Train the compiled `models` (one variant, seed i's model built after seeding with
+    `seeds[i]`) together from `initial_epoch` to `params.epochs`, with the fast loop on JAX;
+    return the strategy used (`loops.seeds`). `callbacks[i]` are seed i's. Each seed sees the
+    batches of `shuffled_passes(seeds[i])` it would see alone; one progress line counts every
+    seed's images, and a recorded stop signal ends the loop at its next safe point."""
+    from deeplecture.loops.seeds import fit_fast_seeds  # JAX's: imported on JAX only
+
+    steps = steps_in_epoch(len(fit_set), params.batch_size, params.steps_per_epoch)
+    progress = StageProgress(
+        progress_name,
+        epochs=params.epochs,
+        initial_epoch=initial_epoch,
+        steps=steps,
+        batch_size=params.batch_size * len(models),  # images a step trains, all seeds
+    )
+    first, *others = callbacks
+    return fit_fast_seeds(
+        models,
+        fit_set,
+        validation_set,
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=params.steps_per_epoch,
+        steps_per_call=steps_per_call,
+        seeds=seeds,
+        callbacks=[[*first, progress, StopAtSafePoints()], *others],
+        strategy=strategy,
     )

@@ -200,6 +200,7 @@ def _scale(sweep: SweepResult) -> str:
         ("test images", "test_images", "{:,}"),
         ("backend", "backend", "{}"),
         ("device", "device", "{}"),
+        ("seeds trained", "trained", "{}"),  # alone, or together: vmap, sequential, one by one
     ):
         values = sorted({str(run.get(key)) for run in sweep.runs if run.get(key) is not None})
         if values:

@@ -1,11 +1,15 @@
 """deeplecture-sweep: train variants under N seeds with DVC's queue, collect, report.
 
     deeplecture-sweep run NAME --seeds 5 --variants cnn74 cnn79 [-S key=value ...] [--jobs 1]
+    deeplecture-sweep run NAME --seeds 8 --together ...  # each variant's seeds in one program
     deeplecture-sweep queue NAME --seeds 5 ...     # queue only; then `dvc queue start -j K`
     deeplecture-sweep collect NAME                 # runs tagged sweep=NAME -> reports/sweeps/
 
 `run` queues one DVC experiment per seed, starts the queue, waits, collects the runs from MLflow
 into reports/sweeps/NAME.json and rebuilds the report, which gets a section for the sweep.
+`run --together` runs one experiment instead (`dvc exp run --temp`, sweeps/dvc.yaml), whose stage
+trains each variant's seeds together in one program (on JAX through one compiled step, on a GPU
+vectorised over the seeds; elsewhere one after another), then collects and reports the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from pathlib import Path
 
 from deeplecture.cli import fail, positive_int
 from deeplecture.params import MAX_SEED, SWEEP_NAME_PATTERN, ParamsError, load_params
-from deeplecture.sweeps.queue import SweepError, SweepPlan, queue, start, wait
+from deeplecture.sweeps.queue import (
+    SweepError,
+    SweepPlan,
+    fetch_together_outputs,
+    queue,
+    run_together,
+    start,
+    wait,
+)
 
 SWEEPS_DIR = Path("reports/sweeps")
 
@@ -31,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "collect":
             return _collect(args.name, out)
         plan = _plan(args)
+        if getattr(args, "together", False):
+            return _together(plan, out)
         queue(plan)
         if args.action == "queue":
             print(f"queued {len(plan.seeds)} experiments: start them with `dvc queue start -j K`")
@@ -51,6 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def _together(plan: SweepPlan, out: Path) -> int:
+    status = run_together(plan)
+    if status != 0:
+        return fail(
+            f"{plan.together_experiment} failed (exit status {status}, its output is above); "
+            "rerun the same command to resume from its checkpoints"
+        )
+    status = _collect(plan.name, out)
+    if status == 0 and subprocess.run(["dvc", "repro", "--single-item", "report"]).returncode:
+        return fail("the report stage failed (its output is above): the sweep's runs are kept")
+    for folder in fetch_together_outputs(plan):
+        print(f"models: {folder}/seed<N>/ (from experiment {plan.together_experiment})")
+    return status
+
+
 def _plan(args: argparse.Namespace) -> SweepPlan:
     seeds = _seeds(args.first_seed, args.seeds)
     params = load_params()
@@ -62,7 +91,9 @@ def _plan(args: argparse.Namespace) -> SweepPlan:
         )
     for setting in args.set:
         key = setting.split("=", 1)[0].strip()
-        if key == "sweep" or re.fullmatch(r"train\.[^.]+\.seed", key):
+        if key in ("sweep", "together", "together.seeds") or re.fullmatch(
+            r"train\.[^.]+\.seed", key
+        ):
             raise ParamsError(f"-S {setting}: the sweep sets {key} itself")
     return SweepPlan(
         name=args.name,
@@ -121,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         if action == "run":
             command.add_argument("--jobs", type=positive_int, default=1, help="experiments at once")
+            command.add_argument(
+                "--together", action="store_true",
+                help="train each variant's seeds together in one program (one experiment)",
+            )  # fmt: skip
     return parser
 
 

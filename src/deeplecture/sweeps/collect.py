@@ -86,8 +86,15 @@ def _entry(run: mlflow.entities.Run) -> dict[str, Any]:
         "backend": tags.get("keras_backend"),
         "device": tags.get("device"),
         "dvc_exp_name": tags.get("dvc_exp_name"),
+        "trained": _trained(tags.get("trained_together")),
         "run_id": run.info.run_id,
     }
+
+
+def _trained(strategy: str | None) -> str:
+    """How the run's seed trained: alone (its own experiment), or in one program with the
+    sweep's other seeds, and how (vmap, sequential, one by one: loops/seeds.py)."""
+    return f"together ({strategy})" if strategy else "alone"
 
 
 def _count(value: float | None) -> int | None:

@@ -20,6 +20,9 @@ EVALUATE_TARGETS = {
     "cifar10": "evaluate@{variant}",
     "fashion_mnist": "fashion_mnist/dvc.yaml:evaluate",
 }
+# The stage that trains and evaluates a variant's seeds together (sweeps/dvc.yaml), and its output.
+TOGETHER_TARGETS = {"cifar10": "sweeps/dvc.yaml:together@{variant}"}
+TOGETHER_OUTPUTS = {"cifar10": "models/sweeps/cifar10/{variant}"}
 FINISHED = ("Success", "Failed")
 POLL_SECONDS = 10
 
@@ -54,6 +57,54 @@ class SweepPlan:
             *(argument for setting in settings for argument in ("-S", setting)),
             *dict.fromkeys(targets),  # fashion_mnist's one evaluate stage, once
         ]  # fmt: skip
+
+    @property
+    def together_experiment(self) -> str:
+        return f"{self.name}-together"
+
+    def together_command(self) -> list[str]:
+        """One experiment, run now in a temporary copy of the repository: every variant's seeds
+        trained together by its `together` stage."""
+        seeds = ", ".join(str(seed) for seed in self.seeds)
+        settings = [f"sweep={self.name}", f"together.seeds=[{seeds}]", *self.overrides]
+        missing = sorted({d for d in self.variants.values() if d not in TOGETHER_TARGETS})
+        if missing:
+            raise SweepError(
+                f"--together trains CIFAR-10 variants only; drop the {', '.join(missing)} "
+                "variant(s) or sweep them one by one (without --together)"
+            )
+        return [
+            "dvc", "exp", "run", "--temp", "--name", self.together_experiment,
+            *(argument for setting in settings for argument in ("-S", setting)),
+            *(TOGETHER_TARGETS[dataset].format(variant=variant)
+              for variant, dataset in self.variants.items()),
+        ]  # fmt: skip
+
+
+def run_together(plan: SweepPlan) -> int:
+    """Run the together experiment in the foreground, its output shown as it comes; return
+    DVC's exit status."""
+    command = plan.together_command()
+    print(f"running {plan.together_experiment}: {' '.join(command)}", flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def fetch_together_outputs(plan: SweepPlan) -> list[str]:
+    """Copy each variant's seed folders from the finished together experiment into the
+    workspace; return the folders.
+
+    `dvc get` of the experiment's commit, not `dvc exp apply`: apply would also bring the
+    experiment's params.yaml (its sweep and seeds) into the workspace and stops at the outputs
+    of variants the sweep did not run."""
+    head = _git(["rev-parse", "HEAD"])
+    commit = _git(["rev-parse", f"refs/exps/{head[:2]}/{head[2:]}/{plan.together_experiment}"])
+    folders = [
+        TOGETHER_OUTPUTS[dataset].format(variant=variant)
+        for variant, dataset in plan.variants.items()
+    ]
+    for folder in folders:
+        _dvc(["dvc", "get", ".", folder, "--rev", commit, "--out", folder, "--force"])
+    return folders
 
 
 def queue(plan: SweepPlan) -> None:
@@ -100,6 +151,13 @@ def _count(statuses: Iterable[str]) -> list[tuple[str, int]]:
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return sorted(counts.items())
+
+
+def _git(arguments: list[str]) -> str:
+    result = subprocess.run(["git", *arguments], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SweepError(f"git {arguments[0]}: {result.stderr.strip() or 'failed'}")
+    return result.stdout.strip()
 
 
 def _dvc(command: list[str]) -> str:
