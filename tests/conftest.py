@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault(
     "TF_CPP_MIN_LOG_LEVEL", "2"
@@ -23,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helper modules
 from deeplecture.data import processed  # noqa: E402
 from deeplecture.data.splits import ImageSplit  # noqa: E402
 from deeplecture.params import load_params  # noqa: E402
+
+if TYPE_CHECKING:
+    from deeplecture.training import TrainingOutputs
 
 
 @pytest.fixture
@@ -125,3 +131,36 @@ def crash_after_epoch(monkeypatch: pytest.MonkeyPatch, epochs: int) -> None:
             raise InjectedCrash(f"injected crash after epoch {epochs}")
 
     monkeypatch.setattr(training.EpochEnd, "on_epoch_end", crashing)
+
+
+def training_outputs(folder: Path, variant: str = "cnn74") -> TrainingOutputs:
+    """Where a test's training run writes, named as the train stage names its outputs:
+    `<variant>.keras`, `.train.json` and `.history.csv`, and `checkpoints/`, in `folder`."""
+    from deeplecture.training import TrainingOutputs
+
+    return TrainingOutputs(
+        model=folder / f"{variant}.keras",
+        record=folder / f"{variant}.train.json",
+        history=folder / f"{variant}.history.csv",
+        checkpoints=folder / "checkpoints",
+    )
+
+
+def run_main(
+    main: Callable[[list[str]], int], argv: list[object], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """A console command's `main` on `argv`, as its shell would call it: (status, out, err)."""
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def sha256(data: bytes | Path) -> str:
+    """The `sha256:<hex>` that params.yaml's checksums name, of `data` or of a file's bytes."""
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
+
+
+def listing(folder: Path) -> list[str]:
+    """Everything in `folder`, hidden temp files included ([] if it does not exist)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

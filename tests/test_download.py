@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import listing, sha256
 from deeplecture.data.download import ChecksumMismatch, DownloadError, fetch, file_checksum
 from deeplecture.data.sources import KNOWN_ARCHIVES, ChecksumError, resolve_checksum
 from http_server import closed_port_url, serve_directory, silent_server
@@ -17,15 +18,6 @@ from http_server import closed_port_url, serve_directory, silent_server
 NAME = "cifar-10-binary.tar.gz"
 # Over two 1 MiB chunks, so streaming, hashing and truncation cross chunk boundaries.
 SIZE = 2 * 1024 * 1024 + 12345
-
-
-def sha256(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def listing(folder: Path) -> list[str]:
-    """Everything in `folder`, hidden temp files included."""
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, run_main
 from deeplecture import model_file
 from deeplecture.cli import evaluate as evaluate_cli
 from deeplecture.cli import predict as predict_cli
@@ -61,12 +61,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _images(rng: np.random.Generator, count: int) -> np.ndarray:
     return rng.integers(0, 256, (count, 32, 32, 3)).astype(np.float32)
-
-
-def run_main(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    status = predict_cli.main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def assert_one_line_error(status: int, err: str) -> None:
@@ -182,11 +176,11 @@ def test_an_exported_file_copied_without_its_class_names_asks_for_them(
 ) -> None:
     lone = tmp_path / "model.tflite"
     shutil.copy(exported["litert"], lone)  # class_names.json stays behind
-    status, _, err = run_main([lone, exported["rgb"]], capsys)
+    status, _, err = run_main(predict_cli.main, [lone, exported["rgb"]], capsys)
     assert_one_line_error(status, err)
     assert "pass them with --class-names" in err
     status, out, _ = run_main(
-        [lone, exported["rgb"], "--class-names", ",".join("abcdefghij")], capsys
+        predict_cli.main, [lone, exported["rgb"], "--class-names", ",".join("abcdefghij")], capsys
     )
     assert status == 0 and out.splitlines()[0] == str(exported["rgb"])
 
@@ -212,7 +206,7 @@ def test_a_damaged_exported_file_is_one_line(
             "empty": b"",
         }[damage]
     )
-    status, _, err = run_main([broken, exported["rgb"]], capsys)
+    status, _, err = run_main(predict_cli.main, [broken, exported["rgb"]], capsys)
     assert_one_line_error(status, err)
     assert f"{broken} is not a complete" in err
 
@@ -222,12 +216,12 @@ def test_a_missing_or_folder_model_is_named(
     suffix: str, exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / f"missing{suffix}"
-    status, _, err = run_main([missing, exported["rgb"]], capsys)
+    status, _, err = run_main(predict_cli.main, [missing, exported["rgb"]], capsys)
     assert_one_line_error(status, err)
     assert f"model file not found: {missing}" in err
     folder = tmp_path / f"folder{suffix}"
     folder.mkdir()
-    status, _, err = run_main([folder, exported["rgb"]], capsys)
+    status, _, err = run_main(predict_cli.main, [folder, exported["rgb"]], capsys)
     assert_one_line_error(status, err)
     assert f"{folder} is a folder; expected an exported" in err
 
@@ -236,7 +230,9 @@ def test_a_missing_or_folder_model_is_named(
 def test_a_batch_of_the_wrong_shape_names_both_shapes(
     name: str, exported: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, err = run_main([exported[name], exported["batch"]], capsys)  # 32x32x3 images
+    status, _, err = run_main(
+        predict_cli.main, [exported[name], exported["batch"]], capsys
+    )  # 32x32x3 images
     assert_one_line_error(status, err)
     assert str(exported["batch"]) in err and "(40, 32, 32, 3)" in err and "28, 28, 1" in err
 
@@ -248,7 +244,7 @@ def test_a_model_that_takes_no_image_batch_is_refused_by_its_shape(
     inputs = keras.Input((12,))
     vectors = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
     written = export.export_models(vectors, tmp_path / "vectors", cifar10.CLASS_NAMES, None)
-    status, _, err = run_main([written[name], exported["rgb"]], capsys)
+    status, _, err = run_main(predict_cli.main, [written[name], exported["rgb"]], capsys)
     assert_one_line_error(status, err)
     assert f"{written[name]}: model input" in err and "12" in err
     assert "is not one fixed-size image batch (N, H, W, C)" in err
@@ -260,7 +256,7 @@ def test_a_file_that_is_not_an_image_is_named(
 ) -> None:
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    status, _, err = run_main([exported[name], text], capsys)
+    status, _, err = run_main(predict_cli.main, [exported[name], text], capsys)
     assert_one_line_error(status, err)
     assert f"{text}: not an image in a supported format" in err
 
@@ -268,7 +264,9 @@ def test_a_file_that_is_not_an_image_is_named(
 def test_a_color_image_feeds_a_gray_exported_model(
     exported: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, _ = run_main([exported["gray-onnx"], exported["rgb"], "--top", "2"], capsys)
+    status, out, _ = run_main(
+        predict_cli.main, [exported["gray-onnx"], exported["rgb"], "--top", "2"], capsys
+    )
     assert status == 0
     assert out.splitlines()[0] == str(exported["rgb"]) and len(out.splitlines()) == 3
 
@@ -481,6 +479,6 @@ def test_exported_class_names_must_be_one_distinct_name_per_output(
         (folder / files.CLASS_NAMES_FILE).write_text(json.dumps({"class_names": three}))
     else:
         export.carry_class_names(model, three)
-    status, _, err = run_main([model, exported["rgb"]], capsys)
+    status, _, err = run_main(predict_cli.main, [model, exported["rgb"]], capsys)
     assert_one_line_error(status, err)
     assert str(model.parent) in err and "3 class names for a model of 10 outputs" in err

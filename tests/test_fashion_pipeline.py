@@ -19,6 +19,7 @@ from conftest import (
     CONTRACT_METRIC_KEYS,
     InjectedCrash,
     crash_after_epoch,
+    training_outputs,
     write_params,
 )
 from deeplecture.data import processed
@@ -29,7 +30,7 @@ from deeplecture.data.splits import ImageSplit
 from deeplecture.models import VARIANTS, get_variant
 from deeplecture.params import ParamsError, load_params
 from deeplecture.scaling import Scaling
-from deeplecture.training import TrainingOutputs, train_variant
+from deeplecture.training import train_variant
 from http_server import closed_port_url, serve_directory
 from idx_factory import fashion_like, write_idx_folder
 from project_repo import make_project_repo, run_command
@@ -147,15 +148,6 @@ def _disagreeing_data(tmp_path: Path) -> processed.ProcessedData:
     )
 
 
-def _outputs(folder: Path) -> TrainingOutputs:
-    return TrainingOutputs(
-        folder / "fashion.keras",
-        folder / "fashion.train.json",
-        folder / "history.csv",
-        folder / "checkpoints",
-    )
-
-
 def _validation_loss(model_path: Path, data: processed.ProcessedData) -> float:
     """A fresh evaluation of the saved file, batched as fit validated (batch_size 16)."""
     model = keras.saving.load_model(model_path)
@@ -172,7 +164,7 @@ def test_keep_best_restores_the_best_epoch_also_after_a_crash_and_resume(
     data = _disagreeing_data(tmp_path)
     params = load_params(write_params(tmp_path, TINY))
     assert params.train["fashion"].keep_best
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out", "fashion")
     with monkeypatch.context() as patch:
         crash_after_epoch(patch, epochs=2)
         with pytest.raises(InjectedCrash):
@@ -196,7 +188,7 @@ def test_keep_best_restores_the_best_epoch_also_after_a_crash_and_resume(
 def test_without_keep_best_the_last_epoch_is_kept(tmp_path: Path, mlflow_store: str) -> None:
     data = _disagreeing_data(tmp_path)
     params = load_params(write_params(tmp_path, {**TINY, "train.fashion.keep_best": False}))
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out", "fashion")
     record = train_variant("fashion", params, data, outputs)
     val_losses = record["history"]["val_loss"]
     assert record["kept_epoch"] == 3 != int(np.argmin(val_losses))

@@ -8,7 +8,6 @@ HTTP server on 127.0.0.1 (tests/http_server.py); crafted archives from tests/arc
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from archive_factory import (
     random_images,
     write_tar,
 )
-from conftest import PROJECT_ROOT, write_params
+from conftest import PROJECT_ROOT, listing, sha256, write_params
 from deeplecture.data.cifar10 import CLASS_NAMES
 from deeplecture.params import load_params
 from http_server import serve_directory
@@ -78,15 +77,6 @@ def ws(tmp_path: Path) -> Workspace:
     for folder in (space.work, space.served, space.outside):
         folder.mkdir()
     return space
-
-
-def sha256(path: Path) -> str:
-    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
-
-
-def listing(folder: Path) -> list[str]:
-    """Everything in `folder`, hidden temp files included ([] if it does not exist)."""
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def assert_nothing_extracted(root: Path) -> None:

@@ -23,7 +23,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import InjectedCrash, crash_after_epoch, write_params
+from conftest import InjectedCrash, crash_after_epoch, training_outputs, write_params
 from deeplecture.data import processed
 from deeplecture.params import load_params
 from deeplecture.training import TrainingOutputs, train_variant
@@ -376,10 +376,10 @@ def test_a_resumed_run_trains_exactly_what_an_uninterrupted_one_trains(
         )
     )
     data = processed.load(tiny_data)
-    whole = _outputs(tmp_path / "whole", variant)
+    whole = training_outputs(tmp_path / "whole", variant)
     uninterrupted = train_variant(variant, params, data, whole)
 
-    resumed_outputs = _outputs(tmp_path / "resumed", variant)
+    resumed_outputs = training_outputs(tmp_path / "resumed", variant)
     with monkeypatch.context() as patch:
         crash_after_epoch(patch, epochs=1)
         with pytest.raises(InjectedCrash):
@@ -391,13 +391,6 @@ def test_a_resumed_run_trains_exactly_what_an_uninterrupted_one_trains(
     weights = [keras.saving.load_model(o.model).get_weights() for o in (whole, resumed_outputs)]
     for first, second in zip(*weights, strict=True):
         np.testing.assert_array_equal(first, second)
-
-
-def _outputs(folder: Path, variant: str) -> TrainingOutputs:
-    return TrainingOutputs(
-        folder / f"{variant}.keras", folder / f"{variant}.train.json", folder / "h.csv",
-        folder / "checkpoints",
-    )  # fmt: skip
 
 
 # --- stop signals ----------------------------------------------------------------------------

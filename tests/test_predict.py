@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_main
 from deeplecture import model_file, predict
 from deeplecture.cli import evaluate as evaluate_cli
 from deeplecture.cli import predict as predict_cli
@@ -49,12 +50,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["rgb"] = folder / "rgb.png"
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB").save(paths["rgb"])
     return paths
-
-
-def run_main(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def assert_top(top: list[tuple[str, float]], class_names: tuple[str, ...], k: int) -> None:

@@ -16,23 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, InjectedCrash, crash_after_epoch, write_params
+from conftest import (
+    PROJECT_ROOT,
+    InjectedCrash,
+    crash_after_epoch,
+    training_outputs,
+    write_params,
+)
 from deeplecture.data import processed
 from deeplecture.params import load_params
 from deeplecture.progress import StageProgress
-from deeplecture.training import TrainingOutputs, train_variant
+from deeplecture.training import train_variant
 
 # 180 fit images in batches of 16: 12 steps an epoch, 24 in the stage.
 TINY = {"train.cnn74.epochs": 2, "train.cnn74.batch_size": 16, "engine.steps_per_call": 4}
 # Printed as training starts: no line can come before the first (compiling) call returns.
 COMPILING_LINE = "cnn74 epoch 1/2 step 0/12 | compiling | stage 0/24 steps"
-
-
-def _outputs(tmp_path: Path) -> TrainingOutputs:
-    out = tmp_path / "out"
-    return TrainingOutputs(
-        out / "cnn74.keras", out / "cnn74.train.json", out / "history.csv", out / "checkpoints"
-    )
 
 
 def _read_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -62,7 +61,7 @@ def test_a_terminal_shows_one_bar_for_the_whole_stage_with_rate_and_eta(
     tmp_path: Path, tiny_data: Path, mlflow_store: str, loop: str
 ) -> None:
     params = write_params(tmp_path, {**TINY, "engine.loop": loop})
-    outputs = _outputs(tmp_path)
+    outputs = training_outputs(tmp_path / "out")
     command = [
         sys.executable, str(PROJECT_ROOT / "stages" / "train.py"), "cnn74",
         "--data", str(tiny_data), "--model", str(outputs.model), "--record", str(outputs.record),
@@ -96,7 +95,7 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     data = processed.load(tiny_data)
     monkeypatch.setenv("DEEPLECTURE_PROGRESS_SECONDS", "0")  # a line after every call
     params = load_params(write_params(tmp_path, {**TINY, "engine.loop": loop}))
-    train_variant("cnn74", params, data, _outputs(tmp_path))
+    train_variant("cnn74", params, data, training_outputs(tmp_path / "out"))
     every_call = capsys.readouterr().err
 
     assert "\r" not in every_call
@@ -115,7 +114,7 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     params = load_params(
         write_params(tmp_path, {**TINY, "engine.loop": loop, "train.cnn74.seed": 5})
     )
-    train_variant("cnn74", params, data, _outputs(tmp_path / "again"))
+    train_variant("cnn74", params, data, training_outputs(tmp_path / "again" / "out"))
     quiet = capsys.readouterr().err
     progress_lines = [line for line in quiet.splitlines() if line.startswith("cnn74 epoch")]
     assert progress_lines == [COMPILING_LINE] and quiet.count("Epoch ") == 2
@@ -126,7 +125,7 @@ def test_the_history_file_grows_after_every_epoch(
 ) -> None:
     """`dvc plots show` during a run reads the history as it stands after the last epoch."""
     params = load_params(write_params(tmp_path, {**TINY, "train.cnn74.epochs": 3}))
-    outputs = _outputs(tmp_path)
+    outputs = training_outputs(tmp_path / "out")
     crash_after_epoch(monkeypatch, 2)
     with pytest.raises(InjectedCrash):
         train_variant("cnn74", params, processed.load(tiny_data), outputs)

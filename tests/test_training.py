@@ -11,7 +11,13 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 
-from conftest import CONTRACT_METRIC_KEYS, InjectedCrash, crash_after_epoch, write_params
+from conftest import (
+    CONTRACT_METRIC_KEYS,
+    InjectedCrash,
+    crash_after_epoch,
+    training_outputs,
+    write_params,
+)
 from deeplecture import evaluation, served_model, tracking
 from deeplecture.atomic import NotWritable
 from deeplecture.data import processed
@@ -24,15 +30,6 @@ from deeplecture.training import (
 )
 
 TINY = {"train.cnn74.epochs": 3, "train.cnn74.batch_size": 16}
-
-
-def _outputs(folder: Path, variant: str = "cnn74") -> TrainingOutputs:
-    return TrainingOutputs(
-        model=folder / f"{variant}.keras",
-        record=folder / f"{variant}.train.json",
-        history=folder / f"{variant}.history.csv",
-        checkpoints=folder / "checkpoints",
-    )
 
 
 def _saved_state(outputs: TrainingOutputs) -> dict:
@@ -49,7 +46,7 @@ def test_training_writes_model_record_history_and_a_complete_mlflow_run(
 ) -> None:
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     record = train_variant("cnn74", params, data, outputs)
 
     assert keras.saving.load_model(outputs.model).count_params() == 1_639_914
@@ -88,7 +85,7 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
 ) -> None:
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     record = train_variant("cnn74", params, data, outputs)
 
     result = evaluation.evaluate(evaluation.load_model(outputs.model), data.test)
@@ -134,7 +131,7 @@ def test_same_seed_same_data_gives_the_same_model(
     data = processed.load(tiny_data)
     weights = []
     for attempt in ("a", "b"):
-        outputs = _outputs(tmp_path / attempt)
+        outputs = training_outputs(tmp_path / attempt)
         train_variant("cnn74", params, data, outputs)
         weights.append(keras.saving.load_model(outputs.model).get_weights())
     for first, second in zip(*weights, strict=True):
@@ -147,7 +144,7 @@ def test_a_diverging_loss_fails_the_run_and_saves_no_model(
     params = load_params(
         write_params(tmp_path, {"train.cnn74.epochs": 2, "train.cnn74.learning_rate": 1e9})
     )
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     with pytest.raises(TrainingDiverged, match="NaN"):
         train_variant("cnn74", params, processed.load(tiny_data), outputs)
     assert not outputs.model.exists() and not outputs.record.exists()
@@ -160,7 +157,7 @@ def test_a_crashed_run_resumes_from_its_last_epoch_in_the_same_mlflow_run(
 ) -> None:
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     with monkeypatch.context() as patch:
         crash_after_epoch(patch, epochs=2)
         with pytest.raises(InjectedCrash):
@@ -184,7 +181,7 @@ def test_a_resumed_run_carries_the_tags_of_the_attempt_that_finished_it(
 ) -> None:
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     monkeypatch.setenv("DVC_EXP_NAME", "killed-attempt")
     with monkeypatch.context() as patch:
         crash_after_epoch(patch, epochs=2)
@@ -204,7 +201,7 @@ def test_a_stop_between_checkpoint_and_mlflow_logs_each_epoch_once(
     run logs epoch 2 from the checkpoint, and no epoch twice."""
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     original = tracking.log_epoch
 
     def stop_before_logging_epoch_2(logs: dict, epoch: int) -> None:
@@ -230,7 +227,7 @@ def test_a_checkpoint_for_other_settings_is_never_resumed(
     tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     with monkeypatch.context() as patch:
         crash_after_epoch(patch, epochs=2)
         with pytest.raises(InjectedCrash):
@@ -254,7 +251,7 @@ def test_a_crash_after_the_model_was_logged_leaves_one_logged_model_after_the_re
 
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
 
     def crash_instead_of_the_record(path: Path, payload: object) -> None:
         raise InjectedCrash("stopped between logging the model and writing the record")
@@ -278,7 +275,7 @@ def test_a_batch_larger_than_the_images_it_draws_from_is_refused_before_any_work
 ) -> None:
     """180 images to fit (cnn74); cnn88 fits on all 200 (train + validation, its quirk)."""
     data = processed.load(tiny_data)
-    outputs = _outputs(tmp_path / "out")
+    outputs = training_outputs(tmp_path / "out")
     for variant, batch_size, images in (("cnn74", 1_000_000_000, 180), ("cnn88", 201, 200)):
         params = load_params(write_params(tmp_path, {f"train.{variant}.batch_size": batch_size}))
         expected = (
@@ -286,7 +283,7 @@ def test_a_batch_larger_than_the_images_it_draws_from_is_refused_before_any_work
             f"it trains on"
         )
         with pytest.raises(ParamsError, match=expected):
-            train_variant(variant, params, data, _outputs(tmp_path / "out", variant))
+            train_variant(variant, params, data, training_outputs(tmp_path / "out", variant))
     assert _runs() == [] and not list(outputs.checkpoints.glob("*/*"))
     assert not outputs.model.exists()
 
