@@ -1,4 +1,4 @@
-"""Stage `together@<variant>` (sweeps/dvc.yaml): train the seeds of `together.seeds` together,
+"""Stage `together@<variant>` (sweeps/together.yaml): train the seeds of `together.seeds` together,
 then evaluate each seed's model from its file, as `evaluate@<variant>` does.
 
     python stages/train_together.py cnn74 --data data/processed/cifar10 \

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from conftest import PROJECT_ROOT, shipped_params_text
 
-FILES = ("dvc.yaml", "fashion_mnist/dvc.yaml", "sweeps/dvc.yaml", "pyproject.toml", ".dvcignore")
+FILES = ("dvc.yaml", "fashion_mnist/dvc.yaml", "pyproject.toml", ".dvcignore")
 # the report stage reads sweeps/ and the measured platforms
-FOLDERS = ("src", "stages", "data/sample", "reports/sweeps", "reports/platforms")
+FOLDERS = ("src", "stages", "sweeps", "data/sample", "reports/sweeps", "reports/platforms")
 
 
 def run_command(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:

@@ -45,6 +45,28 @@ def test_a_stage_depends_on_every_file_its_script_imports(stage) -> None:
     )
 
 
+def test_the_together_template_depends_on_every_file_its_script_imports() -> None:
+    """sweeps/together.yaml is a pipeline only inside its experiment (deeplecture-sweep copies
+    it to sweeps/dvc.yaml there), so DVC's index above never holds it: checked here by hand."""
+    from ruamel.yaml import YAML
+
+    template = YAML(typ="safe").load((PROJECT_ROOT / "sweeps" / "together.yaml").read_text())
+    stage = template["stages"]["together"]["do"]
+    assert stage["wdir"] == ".."  # paths are the root's
+    deps = [PROJECT_ROOT / dep for dep in stage["deps"]]
+    script = PROJECT_ROOT / re.search(r"\bpython\s+(\S+\.py)\b", stage["cmd"]).group(1)
+    assert script in deps
+    missing = uncovered(import_closure(script, SOURCE_ROOT), deps)
+    assert not missing, [str(path.relative_to(PROJECT_ROOT)) for path in missing]
+    assert all(dep.exists() for dep in deps if dep.relative_to(PROJECT_ROOT).parts[0] != "data")
+
+
+def test_no_pipeline_of_the_workspace_holds_a_stage_that_only_a_sweep_runs() -> None:
+    # Never run in a clone, it would make `dvc status` list it and `dvc repro --all-pipelines`
+    # run it without seeds.
+    assert not any(stage.addressing.startswith("sweeps/") for stage in _stages())
+
+
 @pytest.mark.parametrize("stage", _stages(), ids=lambda stage: stage.addressing)
 def test_every_code_dependency_exists(stage) -> None:
     for dep in _dep_paths(stage):

@@ -167,7 +167,9 @@ def test_a_sweep_queues_one_experiment_per_seed_with_every_variants_seed() -> No
 def test_a_together_sweep_is_one_experiment_with_every_seed_and_the_users_settings() -> None:
     plan = SweepPlan("s", {"cnn74": "cifar10", "cnn88": "cifar10"}, (3, 4), ("profile=smoke",))
     command = plan.together_command()
-    assert command[:6] == ["dvc", "exp", "run", "--temp", "--name", "s-together"]
+    assert command[:8] == [
+        "dvc", "exp", "run", "--temp", "--name", "s-together", "--copy-paths", "sweeps/dvc.yaml",
+    ]  # fmt: skip
     settings = [command[i + 1] for i, word in enumerate(command) if word == "-S"]
     assert settings == ["sweep=s", "together.seeds=[3, 4]", "profile=smoke"]
     assert command[-2:] == ["sweeps/dvc.yaml:together@cnn74", "sweeps/dvc.yaml:together@cnn88"]

@@ -19,7 +19,7 @@ Phases:
                 benchmarks/train_speed.py's seed arms for each of --bench-variants (one seed
                 alone; --bench-seeds seeds together, vectorised; --bench-sequential-seeds through
                 one step in turn), then each of --variants with --together-seeds seeds together
-                (the together stage of sweeps/dvc.yaml, as `deeplecture-sweep run --together`
+                (the together stage of sweeps/together.yaml, as `deeplecture-sweep run --together`
                 runs it), as the sweep `gpu-<profile>-together<N>`, while the time its measured
                 rate predicts fits what is left; then the report. Each finished result is written
                 into OUT at once: a call killed at its limit keeps what finished
@@ -54,7 +54,7 @@ from deeplecture.runtime import XLA_DETERMINISTIC_FLAG
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("progression", "benchmark", "determinism", "seeds")
-SWEEP_PIPELINE = PROJECT_ROOT / "sweeps" / "dvc.yaml"  # the together stage
+SWEEP_PIPELINE = PROJECT_ROOT / "sweeps" / "together.yaml"  # the together stage
 RUN_PARAMS = PROJECT_ROOT / "gpu-results" / "params.yaml"  # params.yaml with this run's overrides
 RESULT_GLOBS = (
     "metrics/cifar10/*.json",

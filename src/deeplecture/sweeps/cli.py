@@ -7,9 +7,10 @@
 
 `run` queues one DVC experiment per seed, starts the queue, waits, collects the runs from MLflow
 into reports/sweeps/NAME.json and rebuilds the report, which gets a section for the sweep.
-`run --together` runs one experiment instead (`dvc exp run --temp`, sweeps/dvc.yaml), whose stage
-trains each variant's seeds together in one program (on JAX through one compiled step, on a GPU
-vectorised over the seeds; elsewhere one after another), then collects and reports the same way.
+`run --together` runs one experiment instead (`dvc exp run --temp` of sweeps/together.yaml),
+whose stage trains each variant's seeds together in one program (on JAX through one compiled
+step, on a GPU vectorised over the seeds; elsewhere one after another), then collects and
+reports the same way.
 """
 
 from __future__ import annotations

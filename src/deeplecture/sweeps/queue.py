@@ -9,19 +9,24 @@ MLflow server (README "Many seeds").
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 # The evaluate stage of each dataset's pipeline, as a `dvc exp run` target.
 EVALUATE_TARGETS = {
     "cifar10": "evaluate@{variant}",
     "fashion_mnist": "fashion_mnist/dvc.yaml:evaluate",
 }
-# The stage that trains and evaluates a variant's seeds together (sweeps/dvc.yaml), and its output.
-TOGETHER_TARGETS = {"cifar10": "sweeps/dvc.yaml:together@{variant}"}
+# The pipeline that trains and evaluates a variant's seeds together: kept as a template, put in
+# place as a pipeline for the together experiment only (sweeps/together.yaml says why).
+TOGETHER_TEMPLATE = Path("sweeps/together.yaml")
+TOGETHER_PIPELINE = Path("sweeps/dvc.yaml")
+TOGETHER_TARGETS = {"cifar10": f"{TOGETHER_PIPELINE}:together@{{variant}}"}
 TOGETHER_OUTPUTS = {"cifar10": "models/sweeps/cifar10/{variant}"}
 FINISHED = ("Success", "Failed")
 POLL_SECONDS = 10
@@ -75,6 +80,7 @@ class SweepPlan:
             )
         return [
             "dvc", "exp", "run", "--temp", "--name", self.together_experiment,
+            "--copy-paths", str(TOGETHER_PIPELINE),
             *(argument for setting in settings for argument in ("-S", setting)),
             *(TOGETHER_TARGETS[dataset].format(variant=variant)
               for variant, dataset in self.variants.items()),
@@ -83,10 +89,15 @@ class SweepPlan:
 
 def run_together(plan: SweepPlan) -> int:
     """Run the together experiment in the foreground, its output shown as it comes; return
-    DVC's exit status."""
+    DVC's exit status. Its pipeline exists in the workspace only while DVC copies it into the
+    experiment's temporary workspace (TOGETHER_TEMPLATE)."""
     command = plan.together_command()
     print(f"running {plan.together_experiment}: {' '.join(command)}", flush=True)
-    return subprocess.run(command, check=False).returncode
+    shutil.copyfile(TOGETHER_TEMPLATE, TOGETHER_PIPELINE)
+    try:
+        return subprocess.run(command, check=False).returncode
+    finally:
+        TOGETHER_PIPELINE.unlink(missing_ok=True)
 
 
 def fetch_together_outputs(plan: SweepPlan) -> list[str]:
