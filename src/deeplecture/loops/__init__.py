@@ -61,14 +61,7 @@ def run_epochs(
     sees (Keras' own shuffling would start over at every resume). Both loops report through
     `StageProgress` (named `progress_name`): a bar on a terminal, a line every few seconds
     elsewhere. A stop signal recorded meanwhile ends the loop at its next safe point."""
-    steps = steps_in_epoch(len(fit_set), params.batch_size, params.steps_per_epoch)
-    progress = StageProgress(
-        progress_name,
-        epochs=params.epochs,
-        initial_epoch=initial_epoch,
-        steps=steps,
-        batch_size=params.batch_size,
-    )
+    progress = _stage_progress(progress_name, params, len(fit_set), initial_epoch, seeds=1)
     # Progress after the others: an epoch line shows what they logged; the stop last of all.
     callbacks = [*callbacks, progress, StopAtSafePoints()]
     if engine.loop == "fast":
@@ -86,11 +79,11 @@ def run_epochs(
         )
         return
     batches = endless_batches(
-        fit_set, params.batch_size, seed=batch_seed, start=initial_epoch * steps
+        fit_set, params.batch_size, seed=batch_seed, start=initial_epoch * progress.steps
     )
     model.fit(
         batches,
-        steps_per_epoch=steps,
+        steps_per_epoch=progress.steps,
         epochs=params.epochs,
         initial_epoch=initial_epoch,
         validation_data=(validation_set.images, validation_set.onehot),
@@ -120,13 +113,8 @@ def run_seeds_together(
     seed's images, and a recorded stop signal ends the loop at its next safe point."""
     from deeplecture.loops.seeds import fit_fast_seeds  # JAX's: imported on JAX only
 
-    steps = steps_in_epoch(len(fit_set), params.batch_size, params.steps_per_epoch)
-    progress = StageProgress(
-        progress_name,
-        epochs=params.epochs,
-        initial_epoch=initial_epoch,
-        steps=steps,
-        batch_size=params.batch_size * len(models),  # images a step trains, all seeds
+    progress = _stage_progress(
+        progress_name, params, len(fit_set), initial_epoch, seeds=len(models)
     )
     first, *others = callbacks
     return fit_fast_seeds(
@@ -141,4 +129,18 @@ def run_seeds_together(
         seeds=seeds,
         callbacks=[[*first, progress, StopAtSafePoints()], *others],
         strategy=strategy,
+    )
+
+
+def _stage_progress(
+    name: str, params: TrainParams, fit_images: int, initial_epoch: int, seeds: int
+) -> StageProgress:
+    """One progress line for the stage's remaining epochs; a step trains a batch of each of
+    the `seeds`, so its images are counted for all of them."""
+    return StageProgress(
+        name,
+        epochs=params.epochs,
+        initial_epoch=initial_epoch,
+        steps=steps_in_epoch(fit_images, params.batch_size, params.steps_per_epoch),
+        batch_size=params.batch_size * seeds,
     )

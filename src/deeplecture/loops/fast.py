@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
 from deeplecture.data.splits import ImageSplit
 from deeplecture.loops.batches import epoch_batches, group_steps, shuffled_passes, steps_in_epoch
@@ -57,23 +58,31 @@ def fit_fast(
         for indices in group_steps(epoch_batches(stream, steps), batch_size, steps_per_call):
             runner.train(indices)
             steps_done += len(indices)
-            logs = _floats(model.get_metrics_result())
+            logs = floats(model.get_metrics_result())
             callback_list.on_train_batch_end(steps_done - 1, logs)
             if model.stop_training:
                 break
-        validation = model.evaluate(
-            validation_set.images,
-            validation_labels,
-            batch_size=VALIDATION_BATCH_SIZE,
-            verbose=0,
-            return_dict=True,
-        )
-        logs.update({f"val_{key}": value for key, value in _floats(validation).items()})
+        logs.update(validation_logs(model, validation_set, validation_labels))
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     callback_list.on_train_end()
 
 
-def _floats(logs: dict[str, object]) -> dict[str, float]:
+def validation_logs(
+    model: keras.Model, validation_set: ImageSplit, labels: np.ndarray
+) -> dict[str, float]:
+    """The epoch's `val_` logs, as `Model.fit` names them; `labels`: the set's one-hot labels,
+    made once by the caller."""
+    validation = model.evaluate(
+        validation_set.images,
+        labels,
+        batch_size=VALIDATION_BATCH_SIZE,
+        verbose=0,
+        return_dict=True,
+    )
+    return {f"val_{key}": value for key, value in floats(validation).items()}
+
+
+def floats(logs: dict[str, object]) -> dict[str, float]:
     return {key: float(keras.ops.convert_to_numpy(value)) for key, value in logs.items()}

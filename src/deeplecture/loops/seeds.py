@@ -29,7 +29,7 @@ import numpy as np
 
 from deeplecture.data.splits import ImageSplit
 from deeplecture.loops.batches import epoch_batches, group_steps, shuffled_passes, steps_in_epoch
-from deeplecture.loops.fast import VALIDATION_BATCH_SIZE, _floats
+from deeplecture.loops.fast import floats, validation_logs
 from deeplecture.loops.runners import pad_rows
 
 STRATEGIES = ("auto", "vmap", "sequential")
@@ -235,19 +235,12 @@ def fit_fast_seeds(
             runner.train(np.stack(call))
             steps_done += len(call[0])
             for seed, (model, callback_list) in enumerate(zip(models, callback_lists, strict=True)):
-                logs[seed] = _floats(model.get_metrics_result())
+                logs[seed] = floats(model.get_metrics_result())
                 callback_list.on_train_batch_end(steps_done - 1, logs[seed])
             if any(model.stop_training for model in models):
                 break
         for model, callback_list, seed_logs in zip(models, callback_lists, logs, strict=True):
-            validation = model.evaluate(
-                validation_set.images,
-                validation_labels,
-                batch_size=VALIDATION_BATCH_SIZE,
-                verbose=0,
-                return_dict=True,
-            )
-            seed_logs.update({f"val_{key}": value for key, value in _floats(validation).items()})
+            seed_logs.update(validation_logs(model, validation_set, validation_labels))
             callback_list.on_epoch_end(epoch, seed_logs)
         if any(model.stop_training for model in models):
             break
