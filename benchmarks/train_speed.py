@@ -165,10 +165,9 @@ def make_report(variant: str, results: list[dict], arguments: list[str]) -> dict
 
 def _write_report(path: Path, report: dict) -> None:
     # Whole or not at all: a kill while writing leaves the previous arms' file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    partial.replace(path)
+    from deeplecture.atomic import write_json
+
+    write_json(path, report)
 
 
 def _run_child(arm: str, count: int, argv: list[str], virtual_devices: int) -> dict:

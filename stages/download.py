@@ -7,11 +7,12 @@ python stages/download.py fashion_mnist --out data/raw/fashion_mnist   (a folder
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import Any
 
-from deeplecture.data.archive import ArchiveError
-from deeplecture.data.cifar10 import detect_format
+from deeplecture import catalog, cli
+from deeplecture.catalog import Dataset
+from deeplecture.cli.stage import run_stage
 from deeplecture.data.download import (
     DownloadError,
     fetch,
@@ -19,81 +20,78 @@ from deeplecture.data.download import (
     is_local_source,
     member_source,
 )
-from deeplecture.data.fashion_mnist import IdxFormatError, read_fashion_mnist
-from deeplecture.data.sources import FASHION_MNIST_FILES, resolve_checksum
-from deeplecture.params import Params, ParamsError, load_params
+from deeplecture.data.readers import reader
+from deeplecture.data.sources import resolve_checksum
+from deeplecture.params import Params
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(DOWNLOADS))
+    parser = cli.parser(__doc__)
+    parser.add_argument("dataset", choices=sorted(catalog.DATASETS))
     parser.add_argument(
-        "--out", type=Path, required=True, help="the verified archive (fashion_mnist: a folder)"
+        "--out", type=Path, required=True, help="the verified archive (or a folder of files)"
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    return run_stage(parser, argv, download)
 
+
+def download(args: argparse.Namespace, params: Params) -> None:
+    dataset = catalog.get_dataset(args.dataset)
+    settings = getattr(params.data, dataset.name)
+    fetch_raw = download_archive if dataset.raw == "archive" else download_files
     try:
-        params = load_params(args.params)
-        print(DOWNLOADS[args.dataset](params, args.out))
-    except (ParamsError, DownloadError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        print(fetch_raw(dataset, settings, args.out))
+    except DownloadError as error:
+        raise cli.Refused(error) from None
 
 
-def download_cifar10(params: Params, out: Path) -> str:
+def download_archive(dataset: Dataset, settings: Any, out: Path) -> str:
     """The archive, verified, then its member list checked."""
-    settings = params.data.cifar10
     source = settings.effective_source
-    checksum = resolve_checksum(source, settings.checksum, "data.cifar10")
-    archive = fetch(source, out, checksum, params_key="data.cifar10")
-    kind = check_members(archive, source)
+    key = f"data.{dataset.name}"
+    checksum = resolve_checksum(source, settings.checksum, key)
+    archive = fetch(source, out, checksum, params_key=key)
+    kind = check_archive(dataset, archive, source)
     return f"{archive}: {kind} archive, {checksum} verified"
 
 
-def download_fashion_mnist(params: Params, out: Path) -> str:
-    """The four IDX files into the folder `out`, each verified, then decoded once."""
-    settings = params.data.fashion_mnist
+def download_files(dataset: Dataset, settings: Any, out: Path) -> str:
+    """The dataset's files into the folder `out`, each verified, then checked together."""
     base = settings.effective_source
     paths = fetch_files(
-        base, FASHION_MNIST_FILES.values(), out, settings.checksum, params_key="data.fashion_mnist"
+        base, dataset.files.values(), out, settings.checksum, params_key=f"data.{dataset.name}"
     )
-    check_idx_files(out, base, paths)
+    check_files(dataset, out, base, paths)
     return f"{out}: {', '.join(path.name for path in paths)} verified from {base}"
 
 
-DOWNLOADS = {"cifar10": download_cifar10, "fashion_mnist": download_fashion_mnist}
-
-
-def check_members(archive: Path, source: str) -> str:
-    """Check the whole member list of the verified `archive`; on failure, do not keep it.
+def check_archive(dataset: Dataset, archive: Path, source: str) -> str:
+    """Check the verified `archive` is the dataset; on failure, do not keep it.
 
     A matching hash only says the file is the one the user pinned, not that it is a safe,
-    complete CIFAR-10 archive: a crafted or foreign archive fails here, named, and is removed
-    from the stage's output (unless it is the user's own source file) so that nothing
+    complete archive of the dataset: a crafted or foreign archive fails here, named, and is
+    removed from the stage's output (unless it is the user's own source file) so that nothing
     downstream, nor DVC's cache, ever sees it.
     """
     try:
-        return detect_format(archive, name=source)
-    except ArchiveError as error:
+        return reader(dataset).check(archive, source)
+    except ValueError as error:
         reason = str(error).rstrip(".")
         if is_local_source(source, archive):
-            raise ArchiveError(f"{reason}; your file {archive} was left untouched") from None
+            raise type(error)(f"{reason}; your file {archive} was left untouched") from None
         archive.unlink(missing_ok=True)
-        raise ArchiveError(f"{reason}; the archive was removed from {archive}") from None
+        raise type(error)(f"{reason}; the archive was removed from {archive}") from None
 
 
-def check_idx_files(folder: Path, base: str, paths: list[Path]) -> None:
-    """Decode the verified IDX files once; on failure, do not keep them.
+def check_files(dataset: Dataset, folder: Path, base: str, paths: list[Path]) -> None:
+    """Decode the verified files once; on failure, do not keep them.
 
-    As for CIFAR-10: pinned hashes say the files are the user's, not that they are
-    Fashion-MNIST. Files that are not fail here, named, and are removed from the stage's
-    output, except the user's own source files.
+    As for an archive: pinned hashes say the files are the user's, not that they are the
+    dataset. Files that are not fail here, named, and are removed from the stage's output,
+    except the user's own source files.
     """
     try:
-        read_fashion_mnist(folder)
-    except IdxFormatError as error:
+        reader(dataset).check(folder, base)
+    except ValueError as error:
         fetched = [
             path for path in paths if not is_local_source(member_source(base, path.name), path)
         ]
@@ -104,7 +102,7 @@ def check_idx_files(folder: Path, base: str, paths: list[Path]) -> None:
             if fetched
             else f"your files in {folder} were left untouched"
         )
-        raise IdxFormatError(f"{error}; {outcome}") from None
+        raise type(error)(f"{error}; {outcome}") from None
 
 
 if __name__ == "__main__":

@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from deeplecture.params import ParamsError, load_params
+from deeplecture import cli
+from deeplecture.cli.stage import run_stage
+from deeplecture.params import Params
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("variant")
     parser.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="the export folder")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    try:
-        edge = load_params(args.params).edge
-    except ParamsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_stage(parser, argv, export)
 
+
+def export(args: argparse.Namespace, params: Params) -> None:
     # The exporters trace TensorFlow graphs: the .keras file is backend-neutral, so this stage
     # runs on TensorFlow whatever backend trained the model.
     os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -40,24 +37,23 @@ def main(argv: list[str] | None = None) -> int:
     from deeplecture.data import processed
     from deeplecture.edge import export
 
+    edge = params.edge
+    model = evaluation.load_model(args.model)
+    class_names = model_file.class_names(args.model)
+    if class_names is None:
+        raise ValueError(f"{args.model} does not name its classes (saved by an older version)")
+    calibration = None
+    if edge.int8:
+        train = processed.load_split(args.data, "train")
+        calibration = export.calibration_sample(
+            train.images, edge.calibration_images, edge.calibration_seed
+        )
     try:
-        model = evaluation.load_model(args.model)
-        class_names = model_file.class_names(args.model)
-        if class_names is None:
-            raise ValueError(f"{args.model} does not name its classes (saved by an older version)")
-        calibration = None
-        if edge.int8:
-            train = processed.load_split(args.data, "train")
-            calibration = export.calibration_sample(
-                train.images, edge.calibration_images, edge.calibration_seed
-            )
         written = export.export_models(model, args.out, class_names, calibration)
-    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: a converter's refusal
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except RuntimeError as error:  # a converter's refusal
+        raise cli.Refused(error) from None
     for name, path in written.items():
         print(f"{args.variant}: {name} {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deeplecture import cli
 from deeplecture.atomic import write_json
 from deeplecture.foundations.figures import save_figures
 from deeplecture.foundations.run import (
@@ -33,18 +34,19 @@ def publish(results: FoundationsResults, results_path: Path, figures_dir: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run all demos, publish the outputs and print a summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--results", type=Path, required=True, help="results JSON to write")
     parser.add_argument("--figures", type=Path, required=True, help="folder for the PNG figures")
-    args = parser.parse_args(argv)
+    return cli.run(parser, argv, foundations)
 
+
+def foundations(args: argparse.Namespace) -> None:
+    """Run all demos, publish the outputs and print a summary."""
     results = run_all()
     figure_paths = publish(results, args.results, args.figures)
     print(format_summary(results))
     print(f"results: {args.results}")
     print(f"figures: {', '.join(str(p) for p in figure_paths)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,27 +13,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from deeplecture.params import ParamsError, load_params
+from deeplecture import cli
+from deeplecture.cli.stage import run_stage
+from deeplecture.params import Params
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("variant")
     parser.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--exports", type=Path, required=True, help="the export folder")
     parser.add_argument("--out", type=Path, required=True, help="the figures (JSON)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    try:
-        edge = load_params(args.params).edge
-    except ParamsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_stage(parser, argv, measure_edge)
 
+
+def measure_edge(args: argparse.Namespace, params: Params) -> None:
     # An edge device has a CPU: Keras' predict runs there too, whatever accelerator this
     # machine has, so that every figure is measured on the same processor.
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -42,21 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     from deeplecture.data import processed
     from deeplecture.edge import measure, runners
 
-    try:
-        test = processed.load_split(args.data, "test")
-        formats = runners.all_formats(args.model, args.exports)
-        keras = next(formats)  # the reference: every exported format is compared with it
-        figures = {}
-        figures[keras.name], reference = measure.measure(keras, test, None, edge.latency_calls)
-        for runner in formats:
-            figures[runner.name], _ = measure.measure(runner, test, reference, edge.latency_calls)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    calls = params.edge.latency_calls
+    test = processed.load_split(args.data, "test")
+    formats = runners.all_formats(args.model, args.exports)
+    keras = next(formats)  # the reference: every exported format is compared with it
+    figures = {}
+    figures[keras.name], reference = measure.measure(keras, test, None, calls)
+    for runner in formats:
+        figures[runner.name], _ = measure.measure(runner, test, reference, calls)
     document = {
         "variant": args.variant,
         "test_images": len(test),
-        "latency_calls": edge.latency_calls,
+        "latency_calls": calls,
         "throughput_batch": measure.THROUGHPUT_BATCH,
         "machine": measure.machine(),
         "formats": figures,
@@ -68,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             f"agreement {row['top1_agreement']:.4f}, batch 1 {row['latency_ms_median']:.2f} ms, "
             f"batch 256 {row['throughput_images_per_s']:.0f} images/s"
         )
-    return 0
 
 
 if __name__ == "__main__":

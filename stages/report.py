@@ -10,16 +10,17 @@ Fashion-MNIST row once `dvc repro fashion_mnist/dvc.yaml` has run), "not yet run
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from deeplecture.params import ParamsError, load_params
+from deeplecture import cli
+from deeplecture.cli.stage import run_stage
+from deeplecture.params import Params
 from deeplecture.reporting.build import build_report
 from deeplecture.reporting.results import planned_variants
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--metrics", type=Path, required=True, help="metrics/ folder")
     parser.add_argument("--plots", type=Path, required=True, help="plots/ folder")
     parser.add_argument(
@@ -37,14 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         help="measured platforms (reports/platforms/<name>/metrics, plots), a row per variant each",
     )
     parser.add_argument("--out", type=Path, required=True, help="reports/ folder")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    return run_stage(parser, argv, report)
 
-    try:
-        params = load_params(args.params)
-    except ParamsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+
+def report(args: argparse.Namespace, params: Params) -> None:
     made = build_report(
         args.metrics,
         args.plots,
@@ -56,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         args.platforms,
     )
     print(f"{args.out / 'results.md'}: {len(made)} figures")
-    return 0
 
 
 if __name__ == "__main__":

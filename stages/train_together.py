@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deeplecture.params import Params, ParamsError, load_params
+from deeplecture import cli
+from deeplecture.cli.stage import run_stage
+from deeplecture.params import Params, ParamsError
 
 if TYPE_CHECKING:
     from deeplecture.data.processed import ProcessedData
@@ -34,37 +35,25 @@ def seed_folder(out: Path, seed: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("variant")
     parser.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="one folder per seed goes here")
     parser.add_argument("--checkpoints", type=Path, help="default: checkpoints/ at the root")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    return run_stage(parser, argv, train_together)
 
-    try:
-        params = load_params(args.params)
-        if args.variant not in params.train:
-            raise ParamsError(f"{args.params}: train.{args.variant}: missing key")
-    except ParamsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
 
-    from deeplecture import compilation_cache
-    from deeplecture.project import project_root
-    from deeplecture.runtime import request_deterministic_kernels
+def train_together(args: argparse.Namespace, params: Params) -> None:
+    if args.variant not in params.train:
+        raise ParamsError(f"{args.params}: train.{args.variant}: missing key")
+    from deeplecture.cli.training import prepare_backend, stops_at_a_safe_point
 
-    if params.engine.deterministic:
-        request_deterministic_kernels()  # before the backend starts: XLA reads its flags once
-    compilation_cache.enable(project_root())  # JAX only: a rerun of these shapes skips compiling
+    prepare_backend(params)
 
-    from deeplecture.checkpoints import CheckpointBusy
+    from deeplecture import together
     from deeplecture.data import processed
     from deeplecture.project import checkpoints_root
-    from deeplecture.runtime import TrainingInterrupted, stop_requests_heard
-    from deeplecture.together import train_together
-    from deeplecture.tracking import TrackingUnavailable
-    from deeplecture.training import TrainingDiverged, TrainingOutputs
+    from deeplecture.training import TrainingOutputs
 
     def outputs_of(seed: int) -> TrainingOutputs:
         folder = seed_folder(args.out, seed)
@@ -75,31 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoints or checkpoints_root(),
         )
 
-    try:
-        with stop_requests_heard():  # a stop from here on ends the stage at a safe point
-            data = processed.load(args.data)
-            records = train_together(args.variant, params, data, outputs_of)
-            for record in records:
-                _evaluate(args.variant, params, data, seed_folder(args.out, record["seed"]))
-    except TrainingInterrupted as error:
-        print(
-            f"interrupted: {error}; rerun to resume from the last finished epochs", file=sys.stderr
-        )
-        return 143
-    except KeyboardInterrupt:
-        print("interrupted: Ctrl-C; rerun to resume from the last finished epochs", file=sys.stderr)
-        return 130
-    except (
-        ParamsError, TrackingUnavailable, CheckpointBusy, TrainingDiverged, OSError, ValueError
-    ) as error:  # fmt: skip
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    with stops_at_a_safe_point("the last finished epochs"):
+        data = processed.load(args.data)
+        records = together.train_together(args.variant, params, data, outputs_of)
+        for record in records:
+            _evaluate(args.variant, params, data, seed_folder(args.out, record["seed"]))
 
 
 def _evaluate(variant: str, params: Params, data: ProcessedData, folder: Path) -> None:
-    """Score the seed's saved model alone on the test split; its test metrics join its run."""
-    from deeplecture import evaluation, tracking
+    """Score the seed's saved model alone on the test split; the model file becomes its run's
+    LoggedModel (not registered: a sweep's seeds are evidence), linked to its test metrics."""
+    from deeplecture import evaluation, registry, tracking
 
     lecture_accuracy = params.train[variant].lecture_accuracy
     files = evaluation.EvaluationFiles(
@@ -117,8 +92,11 @@ def _evaluate(variant: str, params: Params, data: ProcessedData, folder: Path) -
         files,
     )
     test_set = (f"{params.dataset_of(variant)}-test", data.digest[:36])
+    model_id = registry.log_served_model(
+        scored.record, folder / "model.keras", data.test.images[:2]
+    )
     tracking.log_test_metrics(
-        scored.record, scored.payload, scored.per_class, files.metrics, test_set
+        scored.record, model_id, scored.payload, scored.per_class, files.metrics, test_set
     )
     print(
         f"{variant} seed {scored.record['seed']}: test accuracy "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import learnable_images
-from deeplecture.data.sources import FASHION_MNIST_FILES
+from deeplecture.data.fashion_mnist import FILES as FASHION_MNIST_FILES
 
 _UBYTE = 0x08  # IDX type code for unsigned bytes, the only one Fashion-MNIST uses
 

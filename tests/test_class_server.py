@@ -308,13 +308,13 @@ def _revoke(server: ClassServer, teacher, user: str, kind: str, resource: str) -
 def _register_as(user: tuple[str, str], url: str, variant: str, capsys) -> str:
     """evaluate's registration of a `variant` model as `user` (prefix: theirs, or none for the
     teacher): its stderr."""
-    record = {"model_id": "m-0", "variant": variant, "profile": "full", "data_digest": "0" * 64}
+    record = {"variant": variant, "profile": "full", "data_digest": "0" * 64}
     payload = {"test_accuracy": 0.8, "lecture_accuracy": 0.79}
     env = _student_env(url, *user)
     env[tracking.PREFIX_VARIABLE] = "" if user[0] == ADMIN else user[0]
     capsys.readouterr()
     with _environ(env):
-        assert registry.register(record, "cifar10", payload) is None
+        assert registry.register(record, "m-0", "cifar10", payload) is None
     return capsys.readouterr().err
 
 

@@ -11,11 +11,11 @@ import pytest
 
 from deeplecture.data.fashion_mnist import (
     CLASS_NAMES,
+    FILES,
     IdxFormatError,
     read_fashion_mnist,
     read_idx,
 )
-from deeplecture.data.sources import FASHION_MNIST_FILES as FILES
 from idx_factory import write_idx
 
 

@@ -22,12 +22,12 @@ from conftest import (
     training_outputs,
     write_params,
 )
+from deeplecture import catalog
 from deeplecture.data import processed
-from deeplecture.data.fashion_mnist import CLASS_NAMES
-from deeplecture.data.sources import FASHION_MNIST_FILES as FILES
+from deeplecture.data.fashion_mnist import CLASS_NAMES, FILES
 from deeplecture.data.sources import KNOWN_ARCHIVES
 from deeplecture.data.splits import ImageSplit
-from deeplecture.models import VARIANTS, get_variant
+from deeplecture.models import get_variant
 from deeplecture.params import ParamsError, load_params
 from deeplecture.scaling import Scaling
 from deeplecture.training import train_variant
@@ -85,7 +85,7 @@ def test_the_network_is_the_tutorials_layer_for_layer() -> None:
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scaled), 1.0, rtol=1e-6)  # raw pixels in
     with pytest.raises(ValueError, match="no augmentation"):
         variant.build(Scaling.divide255(1), "lecture")
-    assert "fashion" in VARIANTS
+    assert catalog.find_variant("fashion")[0].name == "fashion_mnist"
 
 
 def test_shipped_params_are_the_tutorials_settings(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from http_server import closed_port_url
 from mlflow_server import free_port, mlflow_server
 from training_stage import (
     WatchedStage,
+    evaluate_process,
     fails_mid_run_then_resumes,
     metric_steps,
     one_error_line,
@@ -325,27 +326,28 @@ def _wait_until_the_model_is_being_logged(process: subprocess.Popen, uri: str) -
 def test_a_kill_while_the_model_is_logged_leaves_one_logged_model_after_the_rerun(
     tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
-    """SIGKILL while MLflow writes the model's artifacts leaves it PENDING and the record
-    unwritten; the rerun resumes the run and ends with one READY model, the record's."""
+    """SIGKILL while the evaluate stage has MLflow write the model's artifacts leaves it
+    PENDING, the training run as training left it and nothing registered; the rerun ends with
+    one READY model, the registered one."""
     write_params(tmp_path, {"train.cnn74.epochs": 1})
-    process = train_process(tmp_path, tiny_data, mlflow_store)
-    wait_for_epochs(process, tmp_path / "checkpoints", 1)  # the store's tables exist by now
+    trained = train_process(tmp_path, tiny_data, mlflow_store)
+    assert trained.wait(timeout=300) == 0
+    process = evaluate_process(tmp_path, tiny_data, mlflow_store)
     _wait_until_the_model_is_being_logged(process, mlflow_store)
     process.kill()
     process.communicate(timeout=60)
-    assert not (tmp_path / "out" / "cnn74.train.json").exists()
     (run,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
+    assert run.info.status == "FINISHED"  # the model is logged into it without reopening it
     assert [model.status for model in _variant_models(mlflow_store, run)] == ["PENDING"]
+    assert mlflow.MlflowClient(mlflow_store).search_registered_models() == []
 
-    rerun = train_process(tmp_path, tiny_data, mlflow_store)
+    rerun = evaluate_process(tmp_path, tiny_data, mlflow_store)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr[-3000:]
     assert "deleted LoggedModel" in stdout and "(PENDING)" in stdout
-    (resumed,) = mlflow.search_runs(experiment_names=["cifar10"], output_format="list")
-    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
-    (model,) = _variant_models(mlflow_store, resumed)
-    record = json.loads((tmp_path / "out" / "cnn74.train.json").read_text())
-    assert model.status == "READY" and model.model_id == record["model_id"]
+    (model,) = _variant_models(mlflow_store, run)
+    version = mlflow.MlflowClient(mlflow_store).get_model_version_by_alias("cifar10-cnn74", "full")
+    assert model.status == "READY" and version.source == f"models:/{model.model_id}"
 
 
 # --- resuming --------------------------------------------------------------------------------

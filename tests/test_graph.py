@@ -1,19 +1,24 @@
 """The pipeline graph tells the truth: each stage depends on every file of code it runs.
 
 DVC decides what to rerun from each stage's `deps`. A file that a stage imports but does not
-declare can change the stage's results while `dvc status` says everything is up to date.
+declare can change the stage's results while `dvc status` says everything is up to date; one it
+declares but never imports reruns hours of training for nothing. So a stage's code deps are
+derived from its imports (scripts/stage_deps.py writes them) and checked here.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from dvc.repo import Repo
 
 from conftest import PROJECT_ROOT
-from import_closure import import_closure, uncovered
+
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+from stage_deps import code_deps, import_closure, rewrite, stale_pipelines, uncovered  # noqa: E402
 
 SOURCE_ROOT = PROJECT_ROOT / "src"
 CODE_FOLDERS = ("src", "stages")
@@ -45,6 +50,41 @@ def test_a_stage_depends_on_every_file_its_script_imports(stage) -> None:
     )
 
 
+def test_every_pipeline_lists_exactly_the_code_deps_its_stages_import() -> None:
+    stale = stale_pipelines()
+    assert not stale, f"{stale}: run `python scripts/stage_deps.py` to derive them again"
+
+
+@pytest.mark.parametrize("stage", _stages(), ids=lambda stage: stage.addressing)
+def test_a_stage_declares_no_code_it_does_not_import(stage) -> None:
+    code = [p for p in _dep_paths(stage) if p.is_relative_to(SOURCE_ROOT)]
+    derived = [PROJECT_ROOT / dep for dep in code_deps(_script(stage), SOURCE_ROOT)]
+    assert sorted(code) == sorted(derived), stage.addressing
+
+
+def test_the_derived_deps_replace_a_stages_code_lines_and_keep_the_rest() -> None:
+    pipeline = (
+        "stages:\n"
+        "  report:\n"
+        "    cmd: python stages/report.py --out reports\n"
+        "    deps:\n"
+        "      - stages/report.py\n"
+        "      - src/deeplecture/reporting   # a stale folder\n"
+        "      - metrics/cifar10\n"
+        "      - src/deeplecture/sweeps/stats.py\n"
+        "    always_changed: true\n"
+    )
+    derived = rewrite(pipeline)
+    lines = derived.splitlines()
+    code = [line.strip()[2:] for line in lines if "src/deeplecture/" in line]
+    assert code == code_deps(PROJECT_ROOT / "stages/report.py")
+    assert "src/deeplecture/reporting/results.py" in code
+    assert "src/deeplecture/reporting" not in code  # report does not import drift.py
+    assert lines[5].strip() == "- src/deeplecture/atomic.py"  # where the first code line was
+    assert "      - metrics/cifar10" in lines and lines[-1] == "    always_changed: true"
+    assert rewrite(derived) == derived
+
+
 def test_the_together_template_depends_on_every_file_its_script_imports() -> None:
     """sweeps/together.yaml is a pipeline only inside its experiment (deeplecture-sweep copies
     it to sweeps/dvc.yaml there), so DVC's index above never holds it: checked here by hand."""
@@ -65,6 +105,23 @@ def test_no_pipeline_of_the_workspace_holds_a_stage_that_only_a_sweep_runs() -> 
     # Never run in a clone, it would make `dvc status` list it and `dvc repro --all-pipelines`
     # run it without seeds.
     assert not any(stage.addressing.startswith("sweeps/") for stage in _stages())
+
+
+# What serves and scores a model: the evaluate stage logs the model (served_model.py), so a change
+# to the serving code (an image decoder, say) reruns no training.
+SERVING_CODE = ("predict.py", "evaluation.py", "confusion.py", "served_model.py",
+                "served_model_code.py")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [stage for stage in _stages() if "stages/train.py" in stage.cmd],
+    ids=lambda stage: stage.addressing,
+)
+def test_training_depends_on_no_serving_code(stage) -> None:
+    serving = {SOURCE_ROOT / "deeplecture" / name for name in SERVING_CODE}
+    assert not serving & set(_dep_paths(stage))
+    assert not serving & import_closure(_script(stage), SOURCE_ROOT)
 
 
 @pytest.mark.parametrize("stage", _stages(), ids=lambda stage: stage.addressing)

@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from deeplecture.models import VARIANTS, get_variant
+from deeplecture import catalog
+from deeplecture.models import get_variant
 from deeplecture.scaling import Scaling
 
 # (total, non-trainable) as LECTURE.md states them.
@@ -29,7 +30,16 @@ def _non_trainable(model: keras.Model) -> int:
 def test_parameter_counts_are_the_lectures(name: str, augmentation: str) -> None:
     model = get_variant(name).build(Scaling.divide255(3), augmentation)
     assert (model.count_params(), _non_trainable(model)) == LECTURE_COUNTS[name]
-    assert VARIANTS[name].lecture_param_count == LECTURE_COUNTS[name][0]
+    assert get_variant(name).lecture_param_count == LECTURE_COUNTS[name][0]
+
+
+@pytest.mark.parametrize("name", catalog.variant_names())
+def test_every_catalog_variant_builds_the_network_its_entry_counts(name: str) -> None:
+    variant = get_variant(name)
+    channels = catalog.get_dataset(variant.dataset).image_shape[-1]
+    model = variant.build(Scaling.divide255(channels), "none")
+    assert model.count_params() == variant.lecture_param_count
+    assert model.input_shape[1:] == catalog.get_dataset(variant.dataset).image_shape
 
 
 def test_cnn74_layers_follow_the_lecture_summary() -> None:

@@ -173,7 +173,7 @@ def test_a_together_sweep_is_one_experiment_with_every_seed_and_the_users_settin
     settings = [command[i + 1] for i, word in enumerate(command) if word == "-S"]
     assert settings == ["sweep=s", "together.seeds=[3, 4]", "profile=smoke"]
     assert command[-2:] == ["sweeps/dvc.yaml:together@cnn74", "sweeps/dvc.yaml:together@cnn88"]
-    with pytest.raises(SweepError, match="CIFAR-10 variants only; drop the fashion_mnist"):
+    with pytest.raises(SweepError, match=r"CIFAR-10 variants only; drop fashion \(Fashion-MNIST\)"):
         SweepPlan("s", {"fashion": "fashion_mnist"}, (0,), ()).together_command()
 
 

@@ -68,7 +68,7 @@ def test_each_seed_trained_together_is_its_own_run_and_a_kill_is_resumed(
         assert run.data.tags["trained_together"] == "one by one"
         steps = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
         assert sorted(metric.step for metric in steps) == [0, 1, 2]  # every epoch, once
-        assert [model.model_id for model in run.outputs.model_outputs] == [record["model_id"]]
+        assert run.outputs.model_outputs == []  # the stage logs each model as it evaluates it
     assert not list((tmp_path / "checkpoints").iterdir())  # cleared once all were finished
 
     # Seed 3 alone, as its own train stage would train it: the same weights, bit for bit,

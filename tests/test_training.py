@@ -18,7 +18,7 @@ from conftest import (
     training_outputs,
     write_params,
 )
-from deeplecture import evaluation, served_model, tracking
+from deeplecture import evaluation, registry, served_model, tracking
 from deeplecture.atomic import NotWritable
 from deeplecture.data import processed
 from deeplecture.params import ParamsError, load_params
@@ -66,12 +66,18 @@ def test_training_writes_model_record_history_and_a_complete_mlflow_run(
     assert [metric.step for metric in history] == [0, 1, 2]
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == data.digest[:36]
-    # The LoggedModel is named after the variant and classifies image files by class name.
-    (logged,) = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], output_format="list"
-    )
-    assert logged.name == "cnn74" and logged.model_id == record["model_id"]
-    served = mlflow.pyfunc.load_model(f"models:/{record['model_id']}")
+    # Training logs no model: the evaluate stage logs the file into this run, named after the
+    # variant, classifying image files by class name.
+    models = {"experiment_ids": [run.info.experiment_id], "output_format": "list"}
+    assert mlflow.search_logged_models(**models) == [] and "model_id" not in record
+    model_id = registry.log_served_model(record, outputs.model, data.test.images[:2])
+    (logged,) = mlflow.search_logged_models(**models)
+    assert logged.name == "cnn74" and logged.model_id == model_id
+    assert logged.source_run_id == run.info.run_id and logged.status == "READY"
+    after = mlflow.get_run(run.info.run_id)
+    assert after.info.status == "FINISHED"  # not reopened
+    assert [output.model_id for output in after.outputs.model_outputs] == [model_id]
+    served = mlflow.pyfunc.load_model(f"models:/{model_id}")
     answer = served.predict(served_model.request_frame(data.test.images[:3]))
     assert set(answer["class"]) <= set(data.info["class_names"])
     probabilities = answer[list(data.info["class_names"])].to_numpy()
@@ -109,18 +115,23 @@ def test_evaluate_reports_what_a_fresh_evaluation_of_the_file_gives(
     metrics_path = tmp_path / "metrics.json"
     metrics_path.write_text(json.dumps(payload))
     test_set = ("cifar10-test", data.digest[:36])
-    assert tracking.log_test_metrics(record, payload, per_class, metrics_path, test_set)
+    model_id = registry.log_served_model(record, outputs.model, data.test.images[:2])
+    assert tracking.log_test_metrics(record, model_id, payload, per_class, metrics_path, test_set)
     (run,) = _runs()  # added to the training run, no new run
     assert run.data.metrics["test_accuracy"] == pytest.approx(payload["test_accuracy"])
     assert run.data.metrics["test_accuracy.class3"] == pytest.approx(per_class["class3"])
     # ... and linked to the model they score, on the test set named by its digest.
-    logged = mlflow.get_logged_model(record["model_id"])
+    logged = mlflow.get_logged_model(model_id)
     linked = {metric.key: metric for metric in logged.metrics}
     assert linked["test_accuracy"].value == pytest.approx(payload["test_accuracy"])
     assert linked["test_accuracy"].dataset_name == "cifar10-test"
     assert linked["test_accuracy"].dataset_digest == data.digest[:36]
     unknown = {**record, "run_id": "0" * 32}
-    assert tracking.log_test_metrics(unknown, payload, per_class, metrics_path, test_set) is False
+    assert registry.log_served_model(unknown, outputs.model, data.test.images[:2]) is None
+    assert (
+        tracking.log_test_metrics(unknown, model_id, payload, per_class, metrics_path, test_set)
+        is False
+    )
     assert len(_runs()) == 1
 
 
@@ -242,32 +253,28 @@ def test_a_checkpoint_for_other_settings_is_never_resumed(
     assert [m.step for m in losses] == [0, 1, 2]  # trained from epoch 0 in a run of its own
 
 
-def test_a_crash_after_the_model_was_logged_leaves_one_logged_model_after_the_resume(
-    tmp_path: Path, tiny_data: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+def test_evaluating_again_reuses_the_logged_model_and_drops_an_interrupted_one(
+    tmp_path: Path, tiny_data: Path, mlflow_store: str
 ) -> None:
-    """Stopped after MLflow marked the model READY but before the record was written (as a
-    SIGTERM that waits for the MLflow call does): the resumed run must not hold two."""
-    from deeplecture import training
-
+    """A rerun of evaluate for the same model file and serving code logs nothing twice; a
+    LoggedModel left PENDING by an attempt stopped while logging is deleted, and said so."""
     params = load_params(write_params(tmp_path, TINY))
     data = processed.load(tiny_data)
     outputs = training_outputs(tmp_path / "out")
-
-    def crash_instead_of_the_record(path: Path, payload: object) -> None:
-        raise InjectedCrash("stopped between logging the model and writing the record")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(training, "write_json", crash_instead_of_the_record)
-        with pytest.raises(InjectedCrash):
-            train_variant("cnn74", params, data, outputs)
-    (run,) = _runs()
-    logged = {"experiment_ids": [run.info.experiment_id], "output_format": "list"}
-    assert [model.status for model in mlflow.search_logged_models(**logged)] == ["READY"]
-
     record = train_variant("cnn74", params, data, outputs)
-    (model,) = mlflow.search_logged_models(**logged)
-    assert (model.name, model.status) == ("cnn74", "READY")
-    assert model.model_id == record["model_id"] and model.source_run_id == run.info.run_id
+    (run,) = _runs()
+    models = {"experiment_ids": [run.info.experiment_id], "output_format": "list"}
+    interrupted = mlflow.initialize_logged_model(
+        name="cnn74", source_run_id=run.info.run_id, experiment_id=run.info.experiment_id
+    )  # created, as log_model creates it, and never finished
+    assert [model.status for model in mlflow.search_logged_models(**models)] == ["PENDING"]
+
+    first = registry.log_served_model(record, outputs.model, data.test.images[:2])
+    again = registry.log_served_model(record, outputs.model, data.test.images[:2])
+
+    (model,) = mlflow.search_logged_models(**models)
+    assert first == again == model.model_id != interrupted.model_id
+    assert (model.name, model.status, model.source_run_id) == ("cnn74", "READY", run.info.run_id)
 
 
 def test_a_batch_larger_than_the_images_it_draws_from_is_refused_before_any_work(

@@ -48,6 +48,35 @@ def train_process(tmp_path: Path, data: Path, store: str, **env: str) -> subproc
     )
 
 
+def evaluate_process(tmp_path: Path, data: Path, store: str) -> subprocess.Popen:
+    """The evaluate stage for the cnn74 that `train_process` wrote in `tmp_path`."""
+    out = tmp_path / "out"
+    return stage_process(
+        "evaluate.py",
+        [
+            "cnn74",
+            "--data",
+            str(data),
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--model",
+            str(out / "cnn74.keras"),
+            "--record",
+            str(out / "cnn74.train.json"),
+            "--metrics",
+            str(out / "metrics.json"),
+            "--predictions",
+            str(out / "predictions.csv"),
+            "--per-class",
+            str(out / "per_class.csv"),
+            "--provenance",
+            str(out / "provenance.json"),
+        ],  # fmt: skip
+        tmp_path,
+        MLFLOW_TRACKING_URI=store,
+    )
+
+
 def wait_for_epochs(process: subprocess.Popen, checkpoints: Path, epochs: int) -> Path:
     """Wait until the training process has checkpointed `epochs` epochs; its state.json."""
     deadline = time.monotonic() + 120

@@ -50,10 +50,13 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from deeplecture.atomic import atomic_path
+from deeplecture.catalog import CIFAR10
 from deeplecture.runtime import XLA_DETERMINISTIC_FLAG
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("progression", "benchmark", "determinism", "seeds")
+PROGRESSION = [variant.name for variant in CIFAR10.variants]  # the catalog's, in order
 SWEEP_PIPELINE = PROJECT_ROOT / "sweeps" / "together.yaml"  # the together stage
 RUN_PARAMS = PROJECT_ROOT / "gpu-results" / "params.yaml"  # params.yaml with this run's overrides
 RESULT_GLOBS = (
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", type=Path, default=PROJECT_ROOT / ".gpu/cifar10-jpeg.tar.gz")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-results")))
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
-    parser.add_argument("--variants", default="cnn74,cnn79,cnn84,cnn88")
+    parser.add_argument("--variants", default=",".join(PROGRESSION))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml override, as dvc exp run -S")  # fmt: skip
     parser.add_argument("--phases", default="progression")
@@ -195,9 +198,8 @@ def save_results(summary: dict[str, Any], out: Path) -> None:
 
 
 def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:  # the project's own: renamed into place when whole
+        write(partial)
 
 
 def run_progression(variants: list[str]) -> dict[str, Any]:
@@ -205,8 +207,8 @@ def run_progression(variants: list[str]) -> dict[str, Any]:
     stages = [("download", "cifar10"), ("preprocess", "cifar10")]
     for variant in variants:
         stages += [("train", variant), ("evaluate", variant)]
-    if set(variants) == {"cnn74", "cnn79", "cnn84", "cnn88"}:
-        stages.append(("report", None))  # it reads all four
+    if set(variants) == set(PROGRESSION):
+        stages.append(("report", None))  # it reads every one
     seconds: dict[str, float] = {}
     failed = run_stages(stages, RUN_PARAMS, seconds)
     if failed:

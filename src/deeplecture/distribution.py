@@ -21,9 +21,7 @@ the run; the others log to a throwaway store of their own (their numbers are the
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,18 +120,6 @@ def start(engine: EngineParams) -> Layout:
 def stop() -> None:
     """Back to one device (tests and the benchmark train several ways in one process)."""
     keras.distribution.set_distribution(None)
-
-
-@contextlib.contextmanager
-def local() -> Iterator[None]:
-    """No distribution for the block: work on this process's own copy (loading the saved model
-    back, predicting a few images) must not become a collective of all processes."""
-    current = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(current)
 
 
 def check_batches(layout: Layout, count: int, batch_size: int, split: str = "training") -> None:

@@ -21,13 +21,14 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -35,7 +36,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
-from deeplecture.data.sources import FASHION_MNIST_FILES, resolve_file_checksums
+from deeplecture import catalog
+from deeplecture.catalog import Dataset
+from deeplecture.data.sources import resolve_file_checksums
 
 FULL_PROFILE = "full"  # the lecture's settings (`dvc repro`)
 # Every profile a per-profile value names, `{full: ..., smoke: ...}`.
@@ -70,18 +73,21 @@ class _Source(_Strict):
         return self.source if self.source is not None else self.default_source
 
 
-class DataSourceParams(_Source):
+class ArchiveSourceParams(_Source):
     """A dataset in one file (CIFAR-10's archive)."""
 
     checksum: str = Field(description="md5:<hex>, sha256:<hex>, or auto (pinned hash by file name)")
 
 
-class FashionMnistSourceParams(_Source):
-    """Fashion-MNIST's four IDX files, under one base URL or in one folder, each with its hash."""
+class FilesSourceParams(_Source):
+    """A dataset of several files (Fashion-MNIST's four IDX files), under one base URL or in one
+    folder, each with its hash. Each such dataset gets a subclass naming its files."""
 
+    dataset: ClassVar[str]
+    files: ClassVar[tuple[str, ...]]
     # str, not Literal["auto"]: another string then fails in the validator, with one message.
     checksum: str | dict[str, str] = Field(
-        description="auto (each file's pinned md5) or {file name: md5:<hex> | sha256:<hex>}"
+        description="auto (each file's pinned hash) or {file name: md5:<hex> | sha256:<hex>}"
     )
 
     @field_validator("checksum")
@@ -89,13 +95,8 @@ class FashionMnistSourceParams(_Source):
     def _one_hash_per_file(cls, value: str | dict[str, str]) -> str | dict[str, str]:
         # Checked now, not at download time: a missing, unknown or malformed entry fails
         # before any work, named by its key.
-        resolve_file_checksums(FASHION_MNIST_FILES.values(), value, "data.fashion_mnist")
+        resolve_file_checksums(cls.files, value, f"data.{cls.dataset}")
         return value
-
-
-class DataParams(_Strict):
-    cifar10: DataSourceParams
-    fashion_mnist: FashionMnistSourceParams
 
 
 class SplitParams(_Strict):
@@ -106,22 +107,48 @@ class SplitParams(_Strict):
     test_limit: int | None = Field(gt=0)
 
 
-class PreprocessParams(SplitParams):
-    """CIFAR-10: a fraction, as Keras' validation_split, and a shuffle for image folders."""
+class FractionSplitParams(SplitParams):
+    """A fraction, as Keras' validation_split, and a shuffle for image folders (CIFAR-10)."""
 
     validation_fraction: float = Field(ge=0.0, lt=1.0)
     shuffle_seed: Seed
 
 
-class FashionPreprocessParams(SplitParams):
-    """Fashion-MNIST: a count (the tutorial's 55,000 / 5,000); IDX order is already mixed."""
+class CountSplitParams(SplitParams):
+    """A count (Fashion-MNIST: the tutorial's 55,000 / 5,000; IDX order is already mixed)."""
 
     validation_count: int = Field(ge=0)
 
 
-class PreprocessSection(_Strict):
-    cifar10: PreprocessParams
-    fashion_mnist: FashionPreprocessParams
+def _source_params(dataset: Dataset) -> type[_Source]:
+    if dataset.raw == "archive":
+        return ArchiveSourceParams
+    namespace = {
+        "__module__": __name__,
+        "dataset": dataset.name,
+        "files": tuple(dataset.files.values()),
+    }
+    return type(f"{dataset.name}_source", (FilesSourceParams,), namespace)
+
+
+SPLIT_PARAMS = {"fraction": FractionSplitParams, "count": CountSplitParams}
+
+
+def _per_dataset(name: str, settings_of: typing.Callable[[Dataset], type[_Strict]]) -> Any:
+    """A section of params.yaml with one entry per dataset of the catalog, each of its kind."""
+    fields: Any = {
+        dataset.name: (settings_of(dataset), ...) for dataset in catalog.DATASETS.values()
+    }
+    return create_model(name, __base__=_Strict, **fields)
+
+
+DataParams = _per_dataset("DataParams", _source_params)
+PreprocessSection = _per_dataset(
+    "PreprocessSection", lambda dataset: SPLIT_PARAMS[dataset.validation]
+)
+# The catalog's names, as the keys params.yaml may use.
+DatasetName = Literal[tuple(catalog.DATASETS)]  # type: ignore[valid-type]
+VariantName = Literal[tuple(catalog.variant_names())]  # type: ignore[valid-type]
 
 
 # cnn88's augmentation (augmentation.py): `lecture` is ImageDataGenerator's one affine
@@ -197,15 +224,23 @@ class Params(_Strict):
     sweep: str | None = Field(pattern=SWEEP_NAME_PATTERN, max_length=64)
     together: TogetherParams
     # dataset -> variant -> the lecture's quirks the report states beside the variant's row
-    variants: dict[Literal["cifar10", "fashion_mnist"], dict[str, list[str]]]
+    variants: dict[DatasetName, dict[VariantName, list[str]]]
     data: DataParams
     preprocess: PreprocessSection
     engine: EngineParams
-    train: dict[Literal["cnn74", "cnn79", "cnn84", "cnn88", "fashion"], TrainParams]
+    train: dict[VariantName, TrainParams]
     edge: EdgeParams
 
     @model_validator(mode="after")
     def _every_variant_has_settings(self) -> Params:
+        misplaced = [
+            f"{variant} (a {catalog.find_variant(variant)[0].name} variant)"
+            for dataset, names in self.variants.items()
+            for variant in names
+            if catalog.find_variant(variant)[0].name != dataset
+        ]
+        if misplaced:
+            raise ValueError(f"variants lists under another dataset: {', '.join(misplaced)}")
         listed = {name for names in self.variants.values() for name in names}
         if listed != set(self.train):
             raise ValueError(

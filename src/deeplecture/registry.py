@@ -1,9 +1,10 @@
 """MLflow's Model Registry: how an evaluated model is handed over.
 
-Each evaluate stage registers the LoggedModel its training logged as a new version of the
-registered model `<dataset>-<variant>` (prefixed like the experiments, tracking.experiment_name),
-and moves the alias named after the run's profile to it: `models:/cifar10-cnn74@full` is always
-the newest model trained with the lecture's settings, `@smoke` the newest smoke run.
+Each evaluate stage logs the model file as a LoggedModel of the run that trained it, registers
+that as a new version of the registered model `<dataset>-<variant>` (prefixed like the
+experiments, tracking.experiment_name), and moves the alias named after the run's profile to
+it: `models:/cifar10-cnn74@full` is always the newest model trained with the lecture's settings,
+`@smoke` the newest smoke run.
 
 On a class server, a name that another account may change (EDIT or MANAGE: it could move the
 alias to a version of its own, and a model from code runs its code on whoever serves it) is
@@ -14,26 +15,49 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
-from deeplecture import tracking
+from deeplecture import served_model, tracking
 from deeplecture.team import holders, names
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def registered_model_name(dataset: str, variant: str) -> str:
     return tracking.experiment_name(names.registered_model_base(dataset, variant))
 
 
-def register(record: dict[str, Any], dataset: str, payload: dict[str, Any]) -> ModelVersion | None:
-    """Register the model of `record` (the training record) with its test metrics as version
-    tags; point the profile's alias at it. None, with a warning, where the store refuses."""
-    model_id = record.get("model_id")
-    if not model_id:  # a record made before models were logged by id
-        print(f"note: {record['variant']} has no logged model id: not registered")
+def log_served_model(
+    record: dict[str, Any], model_path: Path, example_images: np.ndarray
+) -> str | None:
+    """Log the evaluated model file as the LoggedModel of the run that trained it (`record`'s),
+    the model MLflow serves and the registry versions; return its id. None, with a note, where
+    that run is not in this store (training restored from DVC's cache, trained elsewhere) or
+    the store fails: the evaluation's files are written already."""
+    try:
+        if tracking.find_run(record["run_id"]) is None:
+            print(f"MLflow run {record['run_id']} is not in {tracking.tracking_uri()}: not logged")
+            return None
+        with tracking.store_calls("logging the model"):
+            return served_model.log_model(
+                model_path, record["variant"], example_images, record["run_id"]
+            )
+    except tracking.TrackingUnavailable as error:
+        print(f"warning: model not logged to MLflow: {error}", file=sys.stderr)
         return None
+
+
+def register(
+    record: dict[str, Any], model_id: str, dataset: str, payload: dict[str, Any]
+) -> ModelVersion | None:
+    """Register the LoggedModel `model_id` of `record` (the training record) with its test
+    metrics as version tags; point the profile's alias at it. None, with a warning, where the
+    store refuses."""
     name = registered_model_name(dataset, record["variant"])
     tags = {
         "profile": record["profile"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,12 +25,15 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.entities import LoggedModelOutput
 from PIL import Image
 
 IMAGE_COLUMN = "image"
 CLASS_COLUMN = "class"
 KERAS_ARTIFACT = "keras_model"
 MODEL_CODE = "served_model_code.py"  # beside this file: what MLflow runs to load the model
+PACKAGE = Path(__file__).parent
+DIGEST_TAG = "content_sha256"  # a LoggedModel's model file and serving code (content_digest)
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -93,10 +97,30 @@ def request_frame(images: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: [encode_image(image) for image in images]})
 
 
-def log_model(model_path: Path, name: str, example_images: np.ndarray) -> str:
-    """Log the saved model file as the active run's one LoggedModel called `name`, which MLflow
-    can serve (image files in, class names and probabilities out); return its model id."""
-    delete_earlier_models(name)
+def log_model(model_path: Path, name: str, example_images: np.ndarray, run_id: str) -> str:
+    """Log the saved model file as the LoggedModel called `name` of the run `run_id` (the run
+    that trained it), which MLflow can serve (image files in, class names and probabilities
+    out); return its model id. The run is not reopened: its status stays what training left.
+
+    One logged before from the same file and the same serving code (the tag `content_sha256`)
+    and READY is reused: an evaluate stage rerun for other reasons logs nothing twice. Earlier
+    ones left PENDING (an attempt stopped while logging) are deleted, and said so."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    digest = content_digest(model_path)
+    reused = None
+    for model in _models_of(run, name):
+        if reused is None and model.status == "READY" and model.tags.get(DIGEST_TAG) == digest:
+            reused = model.model_id
+        elif model.status != "READY":
+            client.delete_logged_model(model.model_id)
+            print(
+                f"deleted LoggedModel {model.model_id} ({model.status}), logged by an "
+                f"interrupted attempt: {name} is logged anew"
+            )
+    if reused is not None:
+        print(f"LoggedModel {reused} already holds this model file and serving code: reused")
+        return reused
     artifacts = {KERAS_ARTIFACT: str(model_path)}
     example = request_frame(example_images)
     # The output's columns (one per class name) come from a real prediction.
@@ -112,43 +136,47 @@ def log_model(model_path: Path, name: str, example_images: np.ndarray) -> str:
             for package in (keras.backend.backend(), "pillow", "pandas", "numpy")
         ),
     ]
-    package = Path(__file__).parent
-    info = mlflow.pyfunc.log_model(
+    # Created first, linked to the training run, so the model is that run's without it open.
+    logged = mlflow.initialize_logged_model(
         name=name,
-        python_model=str(package / MODEL_CODE),
+        source_run_id=run_id,
+        tags={DIGEST_TAG: digest},
+        experiment_id=run.info.experiment_id,
+    )
+    mlflow.pyfunc.log_model(
+        name=name,
+        model_id=logged.model_id,
+        python_model=str(PACKAGE / MODEL_CODE),
         artifacts=artifacts,
         # The package travels with the model, so it loads wherever its requirements are.
-        code_paths=[str(package)],
+        code_paths=[str(PACKAGE)],
         signature=signature,
         input_example=example,
         pip_requirements=requirements,
     )
-    return info.model_id
+    # An output of the run, as a model logged inside the open run is: the run's page lists it.
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    return logged.model_id
 
 
-def delete_earlier_models(name: str) -> None:
-    """Delete (and say so) the active run's LoggedModels called `name`.
+def content_digest(model_path: Path) -> str:
+    """sha256 over the model file and every source file of the package that travels with it:
+    equal digests, the same served model."""
+    digest = hashlib.sha256(model_path.read_bytes())
+    for source in sorted(PACKAGE.rglob("*.py")):
+        digest.update(source.relative_to(PACKAGE).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
-    A resumed run may hold one already: its attempt was stopped while logging (PENDING, or READY
-    when a SIGTERM waited for the call) or before its record was written. Only the model logged
-    now is named by the record; a second one of the same name would leave which to serve or
-    register a guess. Deletion is MLflow's soft delete (`mlflow gc` frees the artifacts)."""
-    run = mlflow.active_run()
-    if run is None:
-        return
-    earlier = mlflow.search_logged_models(
+
+def _models_of(run: mlflow.entities.Run, name: str) -> list:
+    """The run's LoggedModels called `name`, deleted ones left out."""
+    models = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
         output_format="list",
     )
-    client = mlflow.MlflowClient()
-    for model in earlier:
-        if model.name == name:  # compared here: a name is never spliced into the filter
-            client.delete_logged_model(model.model_id)
-            print(
-                f"deleted LoggedModel {model.model_id} ({model.status}), logged by an "
-                f"interrupted attempt of this run: {name} is logged anew"
-            )
+    return [model for model in models if model.name == name]  # never spliced into the filter
 
 
 def _requirement(package: str) -> str:

@@ -6,9 +6,9 @@ on JAX with the fast loop, each seed's model built after seeding with its own se
 then all trained through one compiled step (`loops.seeds`: vectorised over the stacked states on
 an accelerator); on TensorFlow and PyTorch, or with `engine.loop: fit`, each seed trains alone in
 turn, as the train stage would train it -> per seed, its MLflow run opens (or reopens), takes its
-finished epochs from the checkpoint, and gets its model file, record and LoggedModel
-(`training.finish`) -> the checkpoints are cleared once every seed is finished, so a kill while
-finishing costs no training.
+finished epochs from the checkpoint, and gets its model file and record (`training.finish`) ->
+the checkpoints are cleared once every seed is finished, so a kill while finishing costs no
+training. The stage then evaluates each file and logs it as its run's LoggedModel.
 
 The runs open when training ends: a run cannot show its epochs live, but no run is ever left
 RUNNING by a kill during the hours of training (a resumed run opens them then).

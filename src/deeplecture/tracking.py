@@ -399,19 +399,20 @@ def find_run(run_id: str) -> mlflow.entities.Run | None:
 
 def log_test_metrics(
     record: dict[str, Any],
+    model_id: str | None,
     payload: dict[str, Any],
     per_class: dict[str, float],
     metrics_path: Path,
     test_set: tuple[str, str],
 ) -> bool:
     """Add the test metrics to the run that trained the model, each linked to its LoggedModel
-    and to the test set (`test_set`: name, digest); False if that is not possible.
+    `model_id` and to the test set (`test_set`: name, digest); False if that is not possible.
 
     Never creates a run: when the training stage was restored from DVC's cache, its run lives
     in whichever store it was trained with, and an empty duplicate here would only mislead.
     A store that cannot be used is reported, not fatal: the metrics file is already written.
     """
-    run_id, model_id = record["run_id"], record.get("model_id")
+    run_id = record["run_id"]
     dataset_name, dataset_digest = test_set
     try:
         run = find_run(run_id)

@@ -9,7 +9,7 @@ a new one) -> `tracked` (the MLflow run, reopened when resuming, checkpointed at
 even a kill in epoch 1 is resumed in the same run) -> `fit` (the epochs, `loops.run_epochs`: the
 fast path or `Model.fit`, each epoch checkpointed before its metrics go to MLflow, so a failing
 store never costs a finished epoch) -> `finish` (best epoch's weights restored with `keep_best`,
-model written atomically, LoggedModel, record).
+model written atomically, record; the evaluate stage logs the model).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import keras
 import mlflow
 import numpy as np
 
-from deeplecture import distribution, model_file, served_model, tracking
+from deeplecture import distribution, model_file, tracking
 from deeplecture.atomic import atomic_path, check_writable, write_json
 from deeplecture.checkpoints import (
     STATE_FILE,
@@ -456,7 +456,7 @@ def finish(run: TrainingRun) -> dict[str, Any]:
     }
     model_file.save(model, outputs.model, run.data.info["class_names"])
     write_history_csv(outputs.history, state.history)  # also when a resume had no epoch left
-    with tracking.store_calls("logging the trained model"):
+    with tracking.store_calls("logging the run's totals"):
         mlflow.log_metrics(
             {
                 "train_seconds": state.train_seconds,
@@ -464,12 +464,9 @@ def finish(run: TrainingRun) -> dict[str, Any]:
                 "kept_epoch": kept_epoch,
             }
         )
-        # The evaluate stage links its test metrics to this LoggedModel and registers it.
-        with distribution.local():  # the saved file, loaded back in this process only
-            record["model_id"] = served_model.log_model(
-                outputs.model, run.variant.name, run.fit_set.images[:2]
-            )
-    write_json(outputs.record, record)  # last: a record always names a logged model
+    # Last: a record means the run is complete. The evaluate stage logs the model file as the
+    # run's LoggedModel (served_model.py), so the serving code is no dependency of training.
+    write_json(outputs.record, record)
     return record
 
 

@@ -1,20 +1,55 @@
-"""Console commands, and what they share: argument types, quiet model loading, error lines.
+"""Console commands and pipeline stages, and what they share: the parser, argument types, and
+how a refusal or a stop ends them (the stages' `--params`: stage.py).
 
-Conventions: a usage error exits 2 (argparse), bad input (a missing or corrupt file, a shape
-that does not fit) prints one `error: ...` line on stderr and exits 1; never a traceback.
+Conventions: a usage error exits 2 (argparse), bad input (bad params, a missing or corrupt
+file, a shape that does not fit: a `Refused`, `OSError` or `ValueError`) prints one
+`error: ...` line on stderr and exits 1; never a traceback. Anything else is a bug and keeps it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    import keras
+
+class Refused(Exception):
+    """The command cannot go on; the message is the one line its user reads."""
+
+
+class Stopped(Exception):
+    """A stop the user asked for (SIGTERM, Ctrl-C) ended the command at a safe point."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status  # 143 for SIGTERM, 130 for Ctrl-C, as a shell reports them
+
+
+# What ends a command with one line and status 1 instead of a traceback.
+REFUSALS: tuple[type[BaseException], ...] = (Refused, OSError, ValueError)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A command's parser, described by the first line of its module's docstring."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0])
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    body: Callable[[argparse.Namespace], int | None],
+) -> int:
+    """A command from start to exit status: parse `argv`, then `body(args)`, whose return is
+    the status (None: 0); a refusal is one `error:` line and status 1, a stop one
+    `interrupted:` line and its own status."""
+    args = parser.parse_args(argv)
+    try:
+        return body(args) or 0
+    except REFUSALS as error:
+        return fail(error)
+    except Stopped as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return stop.status
 
 
 def positive_int(text: str) -> int:
@@ -26,23 +61,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def load_model(path: Path) -> keras.Model:
-    """The saved model, loaded by `evaluation.load_model`; a `ValueError` naming a bad file.
-
-    Keras is imported only here, so `--help` and usage errors answer at once.
-    """
-    # Keep TensorFlow's C++ start-up chatter off stderr, where the error line goes (unless the
-    # user asked for another level).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from deeplecture import evaluation
-
-    with warnings.catch_warnings():
-        # An optimizer saved before its first step cannot restore its slots; harmless when only
-        # predicting or evaluating, and confusing to a user.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        return evaluation.load_model(path)
 
 
 def fail(error: Exception | str) -> int:

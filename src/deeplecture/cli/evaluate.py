@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deeplecture.cli import fail, load_model, positive_int
+from deeplecture.cli import fail, positive_int
+from deeplecture.cli.model_loading import load_model
 from deeplecture.data import processed
 from deeplecture.data.splits import NUM_CLASSES, ImageSplit
 from deeplecture.edge import runtime
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         required=True,
-        help="a preprocessed dataset folder, e.g. data/processed/cifar10",
+        help="a preprocessed dataset folder, data/processed/<dataset>",
     )
     parser.add_argument("--split", choices=SPLITS, default="test", help="default: test")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="default: 256")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from deeplecture import model_file, predict
-from deeplecture.cli import fail, load_model, positive_int
+from deeplecture.cli import fail, positive_int
+from deeplecture.cli.model_loading import load_model
 from deeplecture.edge import runtime
 
 

@@ -1,5 +1,8 @@
 """Decode a CIFAR-10 archive (canonical binary or image-folder) into uint8 arrays.
 
+The pipeline's two calls, as every dataset's reader module has them (catalog/entries.py):
+`check` (the download stage, on the verified archive) and `read` (the preprocess stage).
+
 The archive is streamed, never extracted, and its whole member list is validated before
 any member is decoded. The pickled "python" archive is refused: unpickling downloaded
 data can execute code.
@@ -18,28 +21,20 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from deeplecture.catalog.cifar10 import CIFAR10
 from deeplecture.data.archive import ArchiveError, read_member, safe_members
-from deeplecture.data.sources import CIFAR10_BINARY_URL
 from deeplecture.data.splits import ImageSplit
 
-CLASS_NAMES: tuple[str, ...] = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-IMAGE_SHAPE = (32, 32, 3)
+CLASS_NAMES = CIFAR10.class_names
+IMAGE_SHAPE = CIFAR10.image_shape
+# The canonical archive: plain bytes (the "python" one holds pickles, never loaded).
+BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 
 BINARY_DIR = "cifar-10-batches-bin"
 PYTHON_DIR = "cifar-10-batches-py"
@@ -80,6 +75,17 @@ def detect_format(archive_path: Path, *, name: str | None = None) -> str:
     else:
         _image_folder_plan(members, archive_name)
     return kind
+
+
+def check(archive: Path, source: str) -> str:
+    """What kind of CIFAR-10 archive `archive` (fetched from `source`) is; an `ArchiveError`
+    names what is wrong with its member list."""
+    return detect_format(archive, name=source)
+
+
+def read(archive: Path, settings: Any) -> tuple[ImageSplit, ImageSplit]:
+    """(train, test) for the preprocess stage; `settings` is `preprocess.cifar10`."""
+    return read_cifar10_archive(archive, shuffle_seed=settings.shuffle_seed)
 
 
 def read_cifar10_archive(
@@ -138,7 +144,7 @@ def _classify(names: list[str], archive_name: str) -> str:
             f"{archive_name} is the CIFAR-10 python archive (members under {PYTHON_DIR}/). "
             "Its batches are Python pickles, and unpickling downloaded data can execute "
             "arbitrary code, so they are never loaded. Use the binary archive "
-            f"({CIFAR10_BINARY_URL}) or an image-folder archive ({_IMAGE_LAYOUT}) instead."
+            f"({BINARY_URL}) or an image-folder archive ({_IMAGE_LAYOUT}) instead."
         )
     if any(name.split("/")[0] == BINARY_DIR for name in names):
         return "binary"

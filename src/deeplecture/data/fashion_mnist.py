@@ -1,4 +1,8 @@
-"""Read (and, for tests and fixtures, write) Fashion-MNIST's gzip'd IDX files."""
+"""Read (and, for tests and fixtures, write) Fashion-MNIST's gzip'd IDX files.
+
+The pipeline's two calls, as every dataset's reader module has them (catalog/entries.py):
+`check` (the download stage, on the verified files) and `read` (the preprocess stage).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,16 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from deeplecture.data.sources import FASHION_MNIST_FILES
+from deeplecture.catalog.fashion_mnist import FASHION_MNIST
+from deeplecture.data.splits import ImageSplit
 
-CLASS_NAMES: tuple[str, ...] = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASS_NAMES = FASHION_MNIST.class_names
+# The four gzip'd IDX files, by role: train_images, train_labels, test_images, test_labels.
+FILES = FASHION_MNIST.files
 
 
 # IDX type code for unsigned bytes; the only one Fashion-MNIST uses.
@@ -111,13 +108,26 @@ def read_fashion_mnist(
     """
     folder = Path(folder)
     # Check all four up front so a half-downloaded folder fails before any parsing.
-    for name in FASHION_MNIST_FILES.values():
+    for name in FILES.values():
         if not (folder / name).is_file():
             raise FileNotFoundError(f"Fashion-MNIST file {name} not found in {folder}")
-    train = _read_split(
-        folder, FASHION_MNIST_FILES["train_images"], FASHION_MNIST_FILES["train_labels"]
-    )
-    test = _read_split(
-        folder, FASHION_MNIST_FILES["test_images"], FASHION_MNIST_FILES["test_labels"]
-    )
+    train = _read_split(folder, FILES["train_images"], FILES["train_labels"])
+    test = _read_split(folder, FILES["test_images"], FILES["test_labels"])
     return train, test
+
+
+def check(folder: Path, source: str) -> str:
+    """Decode the four files in `folder` (fetched from `source`) once; an `IdxFormatError`
+    names what is wrong."""
+    train, test = read_fashion_mnist(folder)
+    return f"{len(train[1])} training and {len(test[1])} test images"
+
+
+def read(folder: Path, settings: Any) -> tuple[ImageSplit, ImageSplit]:
+    """(train, test) for the preprocess stage, images (N, 28, 28, 1) as every model takes them;
+    `settings` (`preprocess.fashion_mnist`) changes nothing here."""
+    (train_images, train_labels), (test_images, test_labels) = read_fashion_mnist(folder)
+    return (
+        ImageSplit(train_images[..., np.newaxis], train_labels),
+        ImageSplit(test_images[..., np.newaxis], test_labels),
+    )

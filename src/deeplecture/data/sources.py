@@ -1,8 +1,7 @@
-"""What each dataset is made of, and how a checksum setting becomes a hash to verify.
+"""How a checksum setting becomes a hash to verify (the pinned hashes are the catalog's).
 
-The canonical files, their pinned hashes and the checksum parser live here, apart from the
-download code, so that the params loader can check a `checksum:` setting before any work
-without importing anything that fetches or decodes.
+The parser lives here, apart from the download code, so that the params loader can check a
+`checksum:` setting before any work without importing anything that fetches or decodes.
 """
 
 from __future__ import annotations
@@ -12,35 +11,13 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
+from deeplecture.catalog import pinned_hashes
+
 URL_SCHEMES = ("http", "https")
 CHECKSUM_FORM = re.compile(r"(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})")
 
-# The canonical CIFAR-10 archive: plain bytes (the "python" one holds pickles, never loaded).
-CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
-# Fashion-MNIST's four gzip'd IDX files, each fetched as <base>/<file name>.
-FASHION_MNIST_FILES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-
-KNOWN_ARCHIVES: dict[str, str] = {
-    "cifar-10-binary.tar.gz": "md5:c32a1d4ab5d03f1284b67883e8d87530",
-    "cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a",
-    # A public JPEG re-encoding of CIFAR-10 (lossy; an override, never the default source).
-    "cifar10-jpeg.tar.gz": (
-        "sha256:477d854b471e3cc9fffac595e94a7fd4add79fcc23ed3b6dd9c539733ef7e001"
-    ),
-    # The sample shipped in data/sample/ (see its README), the smoke profile's default source.
-    "cifar10-sample.tar.gz": (
-        "sha256:cfcd49c7d2d8bb4d271a55967792676f1f2d4ca77ccf4ce75ebca609dec04aca"
-    ),
-    "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
-}
+# Every known file's hash, by file name, from the catalog: `checksum: auto` looks a source up here.
+KNOWN_ARCHIVES: dict[str, str] = pinned_hashes()
 
 
 class ChecksumError(ValueError):

@@ -7,9 +7,9 @@ from pathlib import Path
 import mlflow
 
 from deeplecture import tracking
+from deeplecture.foundations import EXPERIMENT
 from deeplecture.foundations.run import FoundationsResults, summary_metrics, summary_tables
 
-EXPERIMENT = "foundations"
 # demo -> (prefix of its keys in summary_metrics, its figure's file stem, its table's key)
 DEMOS = {
     "least_squares": ("least_squares.", "least_squares", None),

@@ -12,12 +12,13 @@ import keras
 from keras import layers, regularizers
 
 from deeplecture.augmentation import augmentation_layer
+from deeplecture.catalog.cifar10 import CIFAR10
 from deeplecture.data.splits import NUM_CLASSES
 from deeplecture.models.common import scaling_layer, softmax_output
 from deeplecture.params import Augmentation
 from deeplecture.scaling import Scaling
 
-INPUT_SHAPE = (32, 32, 3)
+INPUT_SHAPE = CIFAR10.image_shape
 
 
 def build_cnn74(scaling: Scaling, augmentation: Augmentation = "none") -> keras.Model:

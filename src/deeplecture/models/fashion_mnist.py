@@ -9,12 +9,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from deeplecture.catalog.fashion_mnist import FASHION_MNIST
 from deeplecture.data.splits import NUM_CLASSES
 from deeplecture.models.common import scaling_layer, softmax_output
 from deeplecture.params import Augmentation
 from deeplecture.scaling import Scaling
 
-INPUT_SHAPE = (28, 28, 1)
+INPUT_SHAPE = FASHION_MNIST.image_shape
 
 
 def build_fashion(scaling: Scaling, augmentation: Augmentation = "none") -> keras.Model:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from deeplecture import catalog
 from deeplecture.reporting import edge as edge_section
 from deeplecture.reporting import sweeps as sweep_section
 from deeplecture.reporting.edge import EdgeResult
 from deeplecture.reporting.results import ModelResult, Pending, Platform, late_spread
 from deeplecture.reporting.sweeps import SweepResult
 from deeplecture.reporting.tables import markdown_table
-
-TITLES = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST"}
 
 
 def render(
@@ -46,11 +45,11 @@ def render(
         lines += [f"![progression]({_relative(figures['progression'], report_dir)})", ""]
     measured = [r for platform in platforms for r in platform.results]
     links = {p.name: _platform_link(p, report_dir) for p in platforms}
-    for dataset, title in TITLES.items():
-        rows = [r for r in [*results, *measured] if r.dataset == dataset]
-        waiting = [p for p in pending if p.planned.dataset == dataset]
+    for dataset in catalog.DATASETS.values():
+        rows = [r for r in [*results, *measured] if r.dataset == dataset.name]
+        waiting = [p for p in pending if p.planned.dataset == dataset.name]
         if rows or waiting:
-            lines += _model_table(title, rows, waiting, links)
+            lines += _model_table(dataset.title, rows, waiting, links)
     lines += _differences([*results, *measured], links)
     for platform in platforms:
         lines += _stage_times(platform, links[platform.name])

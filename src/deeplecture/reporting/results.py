@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeplecture import catalog
 from deeplecture.params import Params
 
-DATASETS = ("cifar10", "fashion_mnist")
 # What the stages write beside a model's metrics: plots/<kind>/<dataset>/<variant><suffix>.
 PLOT_FILES = {"history": ".csv", "predictions": ".csv", "per_class": ".csv", "provenance": ".json"}
-# The command that produces a dataset's metrics (Fashion-MNIST is a pipeline of its own).
-RUN_COMMANDS = {"cifar10": "dvc repro", "fashion_mnist": "dvc repro fashion_mnist/dvc.yaml"}
 # The pipeline's only augmentation before `train.<variant>.augmentation` existed: a run whose
 # provenance names none, of a variant that augments, was trained with it.
 AUGMENTATION_BEFORE_THE_KEY = "keras_layers"
@@ -32,13 +30,13 @@ AUGMENTATION_BEFORE_THE_KEY = "keras_layers"
 # (cnn88: epochs 101-125; a 25-epoch variant: its last 5).
 LATE_FRACTION = 5
 
-# What a source is, by the archive's file name: the report says which data a figure was measured
-# on, because the JPEG re-encoding and the bundled sample are not the lecture's data.
+# What a source is, by the archive's file name (or a base URL's host), from the catalog: the
+# report says which data a figure was measured on, because the JPEG re-encoding and the bundled
+# sample are not the lecture's data.
 SOURCE_KINDS = {
-    "cifar-10-binary.tar.gz": "canonical CIFAR-10 (binary)",
-    "cifar10-jpeg.tar.gz": "CIFAR-10 re-encoded as JPEG (lossy)",
-    "cifar10-sample.tar.gz": "bundled CIFAR-10 sample",
-    "fashion-mnist.s3-website.eu-central-1.amazonaws.com": "canonical Fashion-MNIST",
+    name: kind
+    for dataset in catalog.DATASETS.values()
+    for name, kind in dataset.source_kinds.items()
 }
 
 
@@ -62,7 +60,8 @@ class Pending:
 
     @property
     def command(self) -> str:
-        return RUN_COMMANDS[self.planned.dataset]
+        # The command that produces the dataset's metrics (Fashion-MNIST: a pipeline of its own).
+        return catalog.get_dataset(self.planned.dataset).run_command
 
 
 @dataclass(frozen=True)

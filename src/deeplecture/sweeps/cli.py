@@ -20,6 +20,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from deeplecture import catalog
 from deeplecture.cli import fail, positive_int
 from deeplecture.params import MAX_SEED, SWEEP_NAME_PATTERN, ParamsError, load_params
 from deeplecture.sweeps.queue import (
@@ -84,7 +85,7 @@ def _together(plan: SweepPlan, out: Path) -> int:
 def _plan(args: argparse.Namespace) -> SweepPlan:
     seeds = _seeds(args.first_seed, args.seeds)
     params = load_params()
-    variants = args.variants or list(params.variants["cifar10"])
+    variants = args.variants or list(params.variants[catalog.CIFAR10.name])
     unknown = [variant for variant in variants if variant not in params.train]
     if unknown:
         raise ParamsError(

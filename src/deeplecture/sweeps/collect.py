@@ -14,10 +14,9 @@ from typing import Any
 
 import mlflow
 
-from deeplecture import tracking
+from deeplecture import catalog, tracking
 from deeplecture.atomic import write_json
 
-DATASETS = ("cifar10", "fashion_mnist")
 # What a run's params say about the scale it was trained at; the report states them.
 SCALE_PARAMS = ("profile", "epochs", "train_images", "validation_images", "data_source")
 
@@ -29,7 +28,7 @@ class SweepNotFound(LookupError):
 def collect_runs(sweep: str) -> list[dict[str, Any]]:
     """One entry per (variant, seed) of `sweep`: the latest finished run with test metrics."""
     tracking.use_project_store()
-    experiments = [tracking.experiment_name(dataset) for dataset in DATASETS]
+    experiments = [tracking.experiment_name(dataset) for dataset in catalog.DATASETS]
     with tracking.store_calls(f"searching the runs of sweep {sweep!r}"):
         found = [
             experiment

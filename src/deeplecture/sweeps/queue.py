@@ -17,17 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# The evaluate stage of each dataset's pipeline, as a `dvc exp run` target.
-EVALUATE_TARGETS = {
-    "cifar10": "evaluate@{variant}",
-    "fashion_mnist": "fashion_mnist/dvc.yaml:evaluate",
-}
+from deeplecture import catalog
+
 # The pipeline that trains and evaluates a variant's seeds together: kept as a template, put in
 # place as a pipeline for the together experiment only (sweeps/together.yaml says why).
 TOGETHER_TEMPLATE = Path("sweeps/together.yaml")
 TOGETHER_PIPELINE = Path("sweeps/dvc.yaml")
-TOGETHER_TARGETS = {"cifar10": f"{TOGETHER_PIPELINE}:together@{{variant}}"}
-TOGETHER_OUTPUTS = {"cifar10": "models/sweeps/cifar10/{variant}"}
 FINISHED = ("Success", "Failed")
 POLL_SECONDS = 10
 
@@ -54,7 +49,7 @@ class SweepPlan:
         settings = [f"sweep={self.name}", *self.overrides]
         settings += [f"train.{variant}.seed={seed}" for variant in self.variants]
         targets = [
-            EVALUATE_TARGETS[dataset].format(variant=variant)
+            catalog.get_dataset(dataset).evaluate_target.format(variant=variant)
             for variant, dataset in self.variants.items()
         ]
         return [
@@ -72,18 +67,20 @@ class SweepPlan:
         trained together by its `together` stage."""
         seeds = ", ".join(str(seed) for seed in self.seeds)
         settings = [f"sweep={self.name}", f"together.seeds=[{seeds}]", *self.overrides]
-        missing = sorted({d for d in self.variants.values() if d not in TOGETHER_TARGETS})
-        if missing:
+        datasets = {variant: catalog.get_dataset(name) for variant, name in self.variants.items()}
+        alone = [f"{v} ({d.title})" for v, d in datasets.items() if d.together_stage is None]
+        if alone:
+            trained = [d.title for d in catalog.DATASETS.values() if d.together_stage is not None]
             raise SweepError(
-                f"--together trains CIFAR-10 variants only; drop the {', '.join(missing)} "
-                "variant(s) or sweep them one by one (without --together)"
+                f"--together trains {', '.join(trained)} variants only; drop "
+                f"{', '.join(alone)} or sweep it one by one (without --together)"
             )
         return [
             "dvc", "exp", "run", "--temp", "--name", self.together_experiment,
             "--copy-paths", str(TOGETHER_PIPELINE),
             *(argument for setting in settings for argument in ("-S", setting)),
-            *(TOGETHER_TARGETS[dataset].format(variant=variant)
-              for variant, dataset in self.variants.items()),
+            *(f"{TOGETHER_PIPELINE}:{dataset.together_stage.format(variant=variant)}"
+              for variant, dataset in datasets.items()),
         ]  # fmt: skip
 
 
@@ -110,7 +107,7 @@ def fetch_together_outputs(plan: SweepPlan) -> list[str]:
     head = _git(["rev-parse", "HEAD"])
     commit = _git(["rev-parse", f"refs/exps/{head[:2]}/{head[2:]}/{plan.together_experiment}"])
     folders = [
-        TOGETHER_OUTPUTS[dataset].format(variant=variant)
+        catalog.get_dataset(dataset).together_outputs.format(variant=variant)
         for variant, dataset in plan.variants.items()
     ]
     for folder in folders:

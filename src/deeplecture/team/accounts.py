@@ -35,12 +35,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
-from deeplecture import project
+from deeplecture import catalog, project
 from deeplecture.params import ParamsError, load_params
 from deeplecture.team import holders, names, secrets
 from deeplecture.team.secrets import SecretsError
 
-REFERENCE_EXPERIMENTS = ("cifar10", "fashion_mnist", "foundations")
+REFERENCE_EXPERIMENTS = catalog.reference_experiments()
 
 
 @dataclass(frozen=True)

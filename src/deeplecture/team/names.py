@@ -15,11 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from deeplecture import catalog
+
 SEPARATOR = "-"
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]{0,63}")
 # First parts of the teacher's own names (the experiments, and the registered models
 # `<dataset>-<variant>`): a student with one of these names would own the teacher's names.
-RESERVED_USERNAMES = ("cifar10", "fashion_mnist", "foundations")
+RESERVED_USERNAMES = catalog.reference_experiments()
 
 
 def username_problem(name: str) -> str | None:
