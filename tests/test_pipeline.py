@@ -27,7 +27,13 @@ from deeplecture import model_file
 from deeplecture.data.cifar10 import CLASS_NAMES as CIFAR10_CLASS_NAMES
 from deeplecture.reporting.drift import platform_key
 from mlflow_server import mlflow_server as running_mlflow_server
-from project_repo import make_project_repo, run_command, stages_run
+from project_repo import (
+    FIRST_RUN_LOG,
+    copy_project,
+    run_command,
+    shared_smoke_run,
+    stages_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -45,26 +51,18 @@ VARIANTS = ("cnn74", "cnn79", "cnn84", "cnn88")
 CNN74_RERUN = sorted(
     ["train@cnn74", "evaluate@cnn74", "export@cnn74", "measure_edge@cnn74", "report"]
 )
-# Smaller than the smoke profile itself, to keep the suite quick; same code path.
-FAST = [
-    "-S",
-    "preprocess.cifar10.train_limit=400",
-    "-S",
-    "train.cnn88.steps_per_epoch=8",
-]
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh clone-like copy of the project, committed, with the smoke pipeline run once."""
-    root = make_project_repo(tmp_path_factory.mktemp("project"))
-    output = run_command(["dvc", "exp", "run", "-S", "profile=smoke", *FAST], root)
-    (root / "first_run.log").write_text(output)
-    return root
+    """A fresh clone-like copy of the project, committed, with the smoke pipeline run once
+    (`dvc exp run -S profile=smoke`: the session's shared run, copied for this module's changes)."""
+    run = shared_smoke_run(tmp_path_factory)
+    return copy_project(run, tmp_path_factory.mktemp("project") / "repo")
 
 
 def test_every_stage_runs_and_writes_the_contract_files(repo: Path) -> None:
-    output = (repo / "first_run.log").read_text()
+    output = (repo / FIRST_RUN_LOG).read_text()
     for stage in ["download@cifar10", "preprocess@cifar10", "foundations", "report"] + [
         f"{kind}@{variant}"
         for kind in ("train", "evaluate", "export", "measure_edge")
@@ -171,7 +169,7 @@ def test_the_readmes_exp_show_is_a_table_of_what_changed_and_each_models_accurac
     assert set(accuracies) <= set(columns)
     assert "profile" in columns  # the smoke run's change against the committed params
     # `dvc exp show` alone: about 180. Here: 4 of DVC's, 4 accuracies, and the params this
-    # module's runs changed (FAST replaces two per-profile mappings: 3 columns each).
+    # module's runs changed (SMOKE_SETTINGS replaces two per-profile mappings: 3 columns each).
     assert len(columns) <= 16, columns
     assert not [column for column in columns if column.startswith(("src/", "data/", "models/"))]
 

@@ -1,9 +1,10 @@
 """Trained results are pulled, not retrained: DVC remotes (a shared folder, SSH) and whole
 experiments shared through the git remote, as the README's "For a class or a team" shows.
 
-One smoke pipeline run (the teacher's), committed with its `dvc.lock`; then `dvc push` to each
-remote, and a student's fresh `git clone` + `dvc pull` that must need no training at all, and
-that refuses an object damaged in the remote (each remote is added with `verify true`).
+One smoke pipeline run (the teacher's: the session's shared run), committed with its
+`dvc.lock`; then `dvc push` to each remote, and a student's fresh `git clone` + `dvc pull` that
+must need no training at all, and that refuses an object damaged in the remote (each remote is
+added with `verify true`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import pytest
 from conftest import PROJECT_ROOT, write_params
 from deeplecture.data.cifar10 import CLASS_NAMES
 from idx_factory import write_idx_folder
-from project_repo import make_project_repo, run_command, stages_run
+from project_repo import (
+    SMOKE_SETTINGS,
+    copy_project,
+    run_command,
+    shared_smoke_run,
+    stages_run,
+)
 from sshd_server import SSHServer, sshd
 
 pytestmark = pytest.mark.slow
@@ -42,10 +49,12 @@ def _add_remote(repo: Path, name: str, url: str, *, default: bool = False) -> No
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The teacher's repository: the smoke pipeline run by `dvc repro` and committed, with a
-    bare git repository as its `origin` (the class's git host) and a shared folder as its
-    default DVC remote."""
-    repo = make_project_repo(tmp_path_factory.mktemp("teacher"))
+    """The teacher's repository: the smoke pipeline run (the session's shared run, copied) and
+    Fashion-MNIST's beside it, committed, with a bare git repository as its `origin` (the
+    class's git host) and a shared folder as its default DVC remote."""
+    repo = copy_project(
+        shared_smoke_run(tmp_path_factory), tmp_path_factory.mktemp("teacher") / "repo"
+    )
     storage = tmp_path_factory.mktemp("class-storage")
     # Both pipelines, as the README's first command runs them: Fashion-MNIST from a tiny copy.
     fashion = tmp_path_factory.mktemp("fashion-copy")
@@ -53,7 +62,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_params(
         repo,
         {
-            "profile": "smoke",
+            **SMOKE_SETTINGS,
             "data.fashion_mnist.source": str(fashion),
             "data.fashion_mnist.checksum": checksums,
         },
