@@ -78,6 +78,11 @@ SMOKE_SETTINGS = {
 FIRST_RUN_LOG = "first_run.log"  # the shared run's output; written last, so it marks it whole
 
 
+def smoke_arguments() -> list[str]:
+    """SMOKE_SETTINGS as `dvc exp run`'s `-S` arguments."""
+    return [arg for key, value in SMOKE_SETTINGS.items() for arg in ("-S", f"{key}={value}")]
+
+
 def shared_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`dvc exp run` of the root pipeline at SMOKE_SETTINGS in a committed project copy, run
     once per test session by whichever test worker asks first (the others wait on its lock).
@@ -91,10 +96,7 @@ def shared_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.rmtree(run, ignore_errors=True)  # a worker that failed half-way
             run.mkdir()
             make_project_repo(run)
-            settings = [
-                arg for key, value in SMOKE_SETTINGS.items() for arg in ("-S", f"{key}={value}")
-            ]
-            output = run_command(["dvc", "exp", "run", *settings], run)
+            output = run_command(["dvc", "exp", "run", *smoke_arguments()], run)
             (run / FIRST_RUN_LOG).write_text(output)
     return run
 

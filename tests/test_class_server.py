@@ -31,7 +31,7 @@ from deeplecture.foundations.tracking import DEMOS
 from deeplecture.team import secrets
 from mlflow_server import START_TIMEOUT_S, free_port
 from postgres_server import Postgres, postgres
-from project_repo import make_project_repo, run_command
+from project_repo import make_project_repo, run_command, smoke_arguments
 from training_stage import fails_mid_run_then_resumes, one_error_line, train_process
 
 pytestmark = pytest.mark.slow
@@ -439,11 +439,11 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 def student_run(
     tmp_path_factory: pytest.TempPathFactory, server: ClassServer, credentials: dict[str, str]
 ) -> tuple[Path, str]:
-    """`dvc exp run -S profile=smoke` in a fresh project copy, as alice: (repo, its output)."""
+    """`dvc exp run` at SMOKE_SETTINGS in a fresh project copy, as alice: (repo, its output)."""
     repo = make_project_repo(tmp_path_factory.mktemp("student"))
     env = _student_env(server.url, "alice", credentials["alice"])
     started = time.monotonic()
-    output = run_command(["dvc", "exp", "run", "-S", "profile=smoke"], repo, env)
+    output = run_command(["dvc", "exp", "run", *smoke_arguments()], repo, env)
     print(f"smoke run against the class server: {time.monotonic() - started:.0f} s")
     return repo, output
 
